@@ -1,0 +1,38 @@
+"""agg_jax: Aggregating Layers for Deepfake Detection (Jevnisek & Avidan, ICPR 2022) in JAX/Flax."""
+
+import setuptools
+
+# Versions measured to work together on Python 3.11 (CPU); see README.md.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "tensorflow-datasets==4.9.10",
+    "grain==0.2.18",
+    "dlib-bin==20.0.1.post1",
+    "opencv-python-headless==5.0.0.93",
+    "scikit-learn==1.9.1",
+    "scikit-image==0.26.0",
+    "numpy==2.4.6",
+    "matplotlib==3.11.2",
+    "tqdm==4.70.1",
+]
+
+EXTRAS_REQUIRE = {
+    # Only the test suite needs these.
+    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+}
+
+setuptools.setup(
+    name="agg_jax",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["agg_jax", "agg_jax.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
