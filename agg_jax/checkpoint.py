@@ -1,0 +1,67 @@
+"""Orbax checkpoints of a run: the latest train state (for resuming) and the best by validation.
+
+`WORKDIR/checkpoints/<step>` holds the whole train state, so a preempted run resumes where it
+stopped; `WORKDIR/best/<step>` holds the variables with the highest validation AP (checkpoints
+are selected on the validation split, never on a test set). Orbax writes each checkpoint to a
+temporary directory and renames it when complete, so a half-written checkpoint is never restored.
+"""
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+BEST_METRIC = "val_ap"
+
+
+class RunCheckpoints:
+  """The latest and the best checkpoint of one run directory."""
+
+  def __init__(self, workdir: str, keep_latest: int = 1):
+    workdir = os.path.abspath(workdir)
+    self.latest = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
+    self.best = ocp.CheckpointManager(
+        os.path.join(workdir, "best"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
+            keep_checkpoints_without_metrics=False))
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def best_metric(self) -> float | None:
+    step = self.best.best_step()
+    return None if step is None else float(self.best.metrics(step)[BEST_METRIC])
+
+  def save_latest(self, step: int, state: Any) -> None:
+    self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def restore_latest(self, abstract_state: Any) -> Any:
+    return self.latest.restore(self.latest.latest_step(),
+                               args=ocp.args.StandardRestore(abstract_state))
+
+  def save_best(self, step: int, variables: Any, val_ap: float) -> None:
+    self.best.save(step, args=ocp.args.StandardSave(variables), metrics={BEST_METRIC: val_ap},
+                   force=True)
+
+  def restore_best(self, abstract_variables: Any) -> Any:
+    step = self.best.best_step()
+    if step is None:
+      raise FileNotFoundError(f"no best checkpoint under {self.best.directory}: train first")
+    return self.best.restore(step, args=ocp.args.StandardRestore(abstract_variables))
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()
+
+
+def abstract(tree: Any) -> Any:
+  """Shape/dtype/sharding structs of a tree of arrays, the restore target."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

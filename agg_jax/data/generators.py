@@ -1,0 +1,105 @@
+"""Three synthetic forgery generators for the embedded demo dataset.
+
+Each turns real uint8 images (N, H, W, 3) into fakes of the same shape, leaving a fingerprint of
+its own kind, like the generator families of the paper's section II-D:
+
+  upsample  an up-sampling decoder: 2x down-sampling, then a stride-2 transposed convolution
+            whose four kernel phases have unequal gains, the checkerboard of GAN decoders.
+  gmm       a patch Gaussian mixture (after Richardson & Weiss, the paper's GMM [18]): each 8x8
+            patch is replaced by a sample of its most likely component, restricted to the
+            component's leading principal directions, with the residual variance as noise.
+  splice    a face-swap-like blend: an ellipse from another real image, colour-matched, pasted
+            with a feathered alpha mask.
+
+Generators are deterministic given their `numpy.random.Generator`.
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+from sklearn.mixture import GaussianMixture
+
+Generator = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+  return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def upsample_fakes(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Down-sample 2x, then up-sample with an uneven-phase transposed convolution."""
+  x = images.astype(np.float32)
+  n, h, w, c = x.shape
+  small = x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+  up = np.zeros_like(x)
+  up[:, ::2, ::2] = small
+  up[:, 1::2, ::2] = small
+  up[:, ::2, 1::2] = small
+  up[:, 1::2, 1::2] = small
+  # Bilinear-ish smoothing of the nearest-neighbour result, then per-phase gains: the
+  # transposed-convolution checkerboard.
+  up = ndimage.uniform_filter(up, size=(1, 2, 2, 1), mode="nearest")
+  gains = 1.0 + rng.uniform(-0.05, 0.05, size=(n, 2, 2, 1)).astype(np.float32)
+  up *= np.tile(gains, (1, h // 2, w // 2, 1))
+  return _to_uint8(up)
+
+
+class PatchGMM:
+  """A Gaussian mixture over 8x8 RGB patches, fitted on real images."""
+
+  def __init__(self, real_images: np.ndarray, rng: np.random.Generator, patch: int = 8,
+               components: int = 8, rank: int = 6, max_patches: int = 4000):
+    self.patch = patch
+    self.rank = rank
+    patches = self._patches(real_images)
+    take = rng.choice(len(patches), size=min(max_patches, len(patches)), replace=False)
+    self.gmm = GaussianMixture(components, covariance_type="full", reg_covar=1.0,
+                               random_state=int(rng.integers(1 << 31)), max_iter=30)
+    self.gmm.fit(patches[take])
+    eigvals, eigvecs = np.linalg.eigh(self.gmm.covariances_)
+    self.basis = eigvecs[:, :, ::-1][:, :, :rank]  # (K, D, rank), leading directions
+    self.residual_std = np.sqrt(np.maximum(eigvals[:, :-rank].mean(axis=1), 0.0))  # (K,)
+
+  def _patches(self, images: np.ndarray) -> np.ndarray:
+    n, h, w, c = images.shape
+    p = self.patch
+    x = images[:, :h - h % p, :w - w % p].astype(np.float32)
+    x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, p * p * c)
+
+  def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    n, h, w, c = images.shape
+    p = self.patch
+    patches = self._patches(images)
+    component = self.gmm.predict(patches)
+    mean = self.gmm.means_[component]
+    basis = self.basis[component]
+    coeffs = np.einsum("nd,ndr->nr", patches - mean, basis)
+    samples = mean + np.einsum("nr,ndr->nd", coeffs, basis)
+    samples += rng.normal(size=samples.shape) * self.residual_std[component, None]
+    out = samples.reshape(n, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    fakes = images.copy()
+    fakes[:, :h - h % p, :w - w % p] = _to_uint8(out.reshape(n, h - h % p, w - w % p, c))
+    return fakes
+
+
+def splice_fakes(images: np.ndarray, donors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """Pastes a colour-matched, feathered ellipse of a donor image into each image."""
+  n, h, w, _ = images.shape
+  yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+  fakes = np.empty_like(images)
+  for i in range(n):
+    target = images[i].astype(np.float32)
+    donor = donors[rng.integers(len(donors))].astype(np.float32)
+    cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
+    ry, rx = rng.uniform(0.2, 0.35) * h, rng.uniform(0.2, 0.35) * w
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    alpha = ndimage.gaussian_filter(inside.astype(np.float32), sigma=1.5)[..., None]
+    # Colour transfer: donor statistics matched to the target's inside the ellipse.
+    d_mean, d_std = donor[inside].mean(0), donor[inside].std(0) + 1e-3
+    t_mean, t_std = target[inside].mean(0), target[inside].std(0) + 1e-3
+    donor = (donor - d_mean) / d_std * t_std + t_mean
+    donor = ndimage.gaussian_filter(donor, sigma=(0.7, 0.7, 0))
+    fakes[i] = _to_uint8(alpha * donor + (1 - alpha) * target)
+  return fakes

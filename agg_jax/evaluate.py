@@ -1,0 +1,94 @@
+"""Evaluation: scores every test set and saves the scores; metrics and tables are views of them.
+
+For each test set the run writes `results/scores/<test_set>.npz` (scores = probability of fake,
+labels, ids, and video ids where the data has them), then `results/metrics.json` (metrics.py)
+and the paper-style `results/ap.csv` and `results/summary.md` (tables.py).
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agg_jax import checkpoint, data, models, sharding, tables
+from agg_jax.data import Dataset, Split, eval_batches
+from agg_jax.metrics import compute_metrics
+
+
+def make_predict_fn(model, mesh):
+  """Jitted (variables, images) -> fake probabilities, batch split over the mesh."""
+
+  def predict(variables, images):
+    logits, _ = model.apply(variables, images, train=False)
+    return jax.nn.sigmoid(logits)
+
+  return jax.jit(predict, in_shardings=(None, sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def score_split(predict, variables, split: Split, batch_size: int, mesh) -> np.ndarray:
+  """Fake probabilities for every image of `split`, in order."""
+  scores = []
+  for batch in eval_batches(split, batch_size, jax.process_index(), jax.process_count()):
+    images = sharding.global_batch({"images": batch["images"]}, mesh)["images"]
+    probs = np.asarray(predict(variables, images))
+    scores.append(probs[:min(batch_size, len(split) - len(scores) * batch_size)])
+  return np.concatenate(scores).astype(np.float32)
+
+
+def _atomic_write(path: str, write) -> None:
+  tmp = f"{path}.tmp"
+  write(tmp)
+  os.replace(tmp, path)
+
+
+def save_scores(path: str, split: Split, scores: np.ndarray) -> None:
+  arrays = {"scores": scores, "labels": split.labels, "ids": split.ids.astype(str)}
+  if split.video_ids is not None:
+    arrays["video_ids"] = split.video_ids.astype(str)
+
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+  _atomic_write(path, write)
+
+
+def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str, mesh) -> dict:
+  """Scores every test set, writes scores, metrics.json, ap.csv and summary.md; returns metrics."""
+  results_dir = os.path.join(workdir, "results")
+  os.makedirs(os.path.join(results_dir, "scores"), exist_ok=True)
+  per_test = {}
+  for name, split in dataset.test.items():
+    scores = score_split(predict, variables, split, config.train.eval_batch_size, mesh)
+    if jax.process_index() == 0:
+      save_scores(os.path.join(results_dir, "scores", f"{name}.npz"), split, scores)
+    per_test[name] = compute_metrics(split.labels, scores, video_ids=split.video_ids)
+  results = {"model": config.model.name, "head": config.model.head,
+             "train": dataset.train_set, "test_sets": per_test}
+  if jax.process_index() == 0:
+    def write(tmp):
+      with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    _atomic_write(os.path.join(results_dir, "metrics.json"), write)
+    tables.write_run_tables(results_dir)
+    with open(os.path.join(results_dir, "summary.md")) as f:
+      print(f.read(), flush=True)
+  return results
+
+
+def evaluate_run(config, workdir: str) -> dict:
+  """Scores every test set with the best checkpoint of the run in `workdir`."""
+  mesh = sharding.make_mesh(config.mesh)
+  dataset = data.load(config.data)
+  model = models.from_config(config.model)
+  sample = jnp.zeros((1, *dataset.train.images.shape[1:]), jnp.uint8)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
+      abstract)
+  ckpts = checkpoint.RunCheckpoints(workdir)
+  variables = ckpts.restore_best(abstract)
+  ckpts.close()
+  return evaluate_dataset(make_predict_fn(model, mesh), variables, dataset, config, workdir, mesh)

@@ -1,0 +1,70 @@
+"""The paper's aggregation head (section III-B, eqs. 2-3) and the logits baseline head.
+
+For every aggregated block output o_i the head computes a primitive projection
+p_i = MLP(AvgPool2D(o_i)) in R^10 (eq. 2): average pooling with a square window (stride = window,
+no padding, the window never larger than the map), flatten, dense -> ReLU -> dense -> ReLU ->
+dense to 10. The primitives of all blocks are concatenated and one dense layer gives the score
+s_final = w^T [p_1, ..., p_L] + b (eq. 3), trained with sigmoid binary cross-entropy (eq. 4).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def pool_window(window: int, height: int, width: int) -> tuple[int, int]:
+  """The pooling window, shrunk to the feature map where the map is smaller."""
+  return min(window, height), min(window, width)
+
+
+class PrimitiveProjection(nn.Module):
+  """p_i = MLP(AvgPool2D(o_i)), eq. 2 of the paper."""
+  window: int
+  hidden: Sequence[int] = (256, 256)
+  num_primitives: int = 10
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    window = pool_window(self.window, features.shape[1], features.shape[2])
+    x = nn.avg_pool(features.astype(self.dtype), window, strides=window, padding="VALID")
+    x = x.reshape(x.shape[0], -1)
+    for i, width in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"dense{i}")(x))
+    return nn.Dense(self.num_primitives, dtype=self.dtype, name=f"dense{len(self.hidden)}")(x)
+
+
+class AggregationHead(nn.Module):
+  """Primitive projections of the chosen blocks, concatenated, one dense layer to the score.
+
+  Attributes:
+    windows: block name -> pooling window, in forward order; exactly these blocks are
+      aggregated (the classifier resolves which blocks and windows from the config).
+  """
+  windows: Mapping[str, int]
+  hidden: Sequence[int] = (256, 256)
+  num_primitives: int = 10
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, endpoints: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """Returns the score logits (B,) and the primitives (B, L, num_primitives)."""
+    missing = [name for name in self.windows if name not in endpoints]
+    if missing:
+      raise KeyError(f"aggregation head expects blocks {missing} that the backbone does not "
+                     f"produce (it has {list(endpoints)})")
+    primitives = jnp.stack([
+        PrimitiveProjection(window, tuple(self.hidden), self.num_primitives, self.dtype,
+                            name=f"projection_{name}")(endpoints[name])
+        for name, window in self.windows.items()], axis=1)
+    flat = primitives.reshape(primitives.shape[0], -1)
+    logits = nn.Dense(1, dtype=self.dtype, name="aggregate")(flat)[:, 0]
+    return logits.astype(jnp.float32), primitives.astype(jnp.float32)
+
+
+def importance(primitives: jax.Array, aggregate_kernel: jax.Array) -> jax.Array:
+  """Per-primitive importance w_i * p_i (section IV-D): (B, L, P) * kernel reshaped to (L, P)."""
+  return primitives * aggregate_kernel.reshape(primitives.shape[1:])

@@ -1,0 +1,109 @@
+"""Building blocks shared by the backbones: TF "SAME" depthwise convolution, squeeze-excite, drop path.
+
+Depthwise convolution is written as k*k shifted multiply-adds over the channels-last tensor
+(`implementation="shifted"`): XLA's grouped convolution is several times slower on CPU (see
+DESIGN.md, "Depthwise convolutions"); `implementation="xla"` uses `lax.conv_general_dilated`
+with `feature_group_count=C`, the better choice on some accelerators. Both give the same result.
+"""
+
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+DepthwiseImpl = Literal["shifted", "xla"]
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """TF "SAME" padding (before, after) for one spatial axis: the extra pixel goes after."""
+  out = -(-size // stride)
+  total = max((out - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
+                   implementation: DepthwiseImpl = "shifted", padding: str = "same") -> jax.Array:
+  """Depthwise 2D convolution.
+
+  Args:
+    x: (N, H, W, C) input.
+    kernel: (k, k, 1, C) kernel, Flax's layout for a grouped convolution with C groups.
+    stride: the same stride on both spatial axes.
+    implementation: "shifted" (k*k multiply-adds, fast on CPU) or "xla" (grouped convolution).
+    padding: "same" (TensorFlow: the odd pixel goes after) or "symmetric" (PyTorch: k // 2 on
+      each side).
+  """
+  k_h, k_w, _, channels = kernel.shape
+  if x.shape[-1] != channels:
+    raise ValueError(f"depthwise kernel has {channels} channels, input has {x.shape[-1]}")
+  if padding == "same":
+    pads = (same_padding(x.shape[1], k_h, stride), same_padding(x.shape[2], k_w, stride))
+  elif padding == "symmetric":
+    pads = ((k_h // 2, k_h // 2), (k_w // 2, k_w // 2))
+  else:
+    raise ValueError(f"unknown padding {padding!r}: use 'same' or 'symmetric'")
+  if implementation == "xla":
+    return lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride), padding=pads,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+  if implementation != "shifted":
+    raise ValueError(f"unknown depthwise implementation {implementation!r}: use 'shifted' or 'xla'")
+  padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  out_h = (padded.shape[1] - k_h) // stride + 1
+  out_w = (padded.shape[2] - k_w) // stride + 1
+  out = None
+  for i in range(k_h):
+    for j in range(k_w):
+      window = lax.slice(padded, (0, i, j, 0),
+                         (padded.shape[0], i + (out_h - 1) * stride + 1,
+                          j + (out_w - 1) * stride + 1, channels),
+                         (1, stride, stride, 1))
+      term = window * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise convolution without bias; parameter `kernel` of shape (k, k, 1, C)."""
+  kernel_size: int
+  stride: int = 1
+  implementation: DepthwiseImpl = "shifted"
+  padding: str = "same"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+                        (self.kernel_size, self.kernel_size, 1, x.shape[-1]), jnp.float32)
+    return depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
+                          self.implementation, self.padding)
+
+
+class SqueezeExcite(nn.Module):
+  """Squeeze-and-excitation: global pool, 1x1 reduce + activation, 1x1 expand + sigmoid gate."""
+  reduced_features: int
+  activation: Any = nn.silu
+  gate: Any = nn.sigmoid
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    s = jnp.mean(x, axis=(1, 2), keepdims=True)
+    s = self.activation(nn.Conv(self.reduced_features, (1, 1), dtype=self.dtype, name="reduce")(s))
+    s = self.gate(nn.Conv(x.shape[-1], (1, 1), dtype=self.dtype, name="expand")(s))
+    return x * s
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a whole residual branch per example while training."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
+    return jnp.where(mask, x / keep, 0.0).astype(x.dtype)

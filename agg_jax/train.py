@@ -1,0 +1,174 @@
+"""Training: a mesh-sharded, jitted train step, validation-based checkpoint selection, resumption.
+
+The loss is the paper's sigmoid binary cross-entropy on the final score (eq. 4), optimised with
+AdamW under a warm-up + cosine schedule. Batches are class-balanced (data/sampler.py) and split
+over the mesh's data axes; parameters are placed by the config's sharding rules; the step
+donates its state. The latest state is checkpointed for resumption, and the variables with the
+best validation AP are kept for evaluation (checkpoint.py).
+"""
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+from tqdm import tqdm
+
+from agg_jax import checkpoint, data, evaluate, models, sharding
+from agg_jax.metrics import compute_metrics
+
+# Parameter counts the paper gives (section V, "Network Trimming").
+PAPER_PARAMS = {"backbone": "about 24M", "head": "about 16M", "best projection": "about 0.32M"}
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  rng: jax.Array
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  t = config.train
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, t.learning_rate, warmup_steps=t.warmup_steps,
+      decay_steps=max(t.num_steps, t.warmup_steps + 1), end_value=t.learning_rate * t.end_lr_factor)
+  # No weight decay on biases and batch-norm parameters (the 1-D leaves).
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  return optax.chain(optax.clip_by_global_norm(t.grad_clip_norm),
+                     optax.adamw(schedule, weight_decay=t.weight_decay, mask=decay_mask))
+
+
+def variables_of(state: TrainState) -> dict:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, config, mesh, image_shape):
+  """The initial state, created directly with its shardings; returns (state, shardings)."""
+
+  def init(rng):
+    init_rng, state_rng = jax.random.split(rng)
+    variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}), rng=state_rng)
+
+  rng = jax.random.PRNGKey(config.seed)
+  abstract_state = jax.eval_shape(init, rng)
+  shardings = sharding.param_shardings(abstract_state, mesh, config.sharding_rules)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Eq. 4: binary cross-entropy of sigmoid(s_final) against the label (1 = fake)."""
+  return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+
+
+def make_train_step(mesh, state_shardings):
+  """The jitted, donating train step: (state, batch) -> (state, metrics)."""
+
+  def step_fn(state: TrainState, batch: dict):
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      (logits, _), updates = state.apply_fn(
+          {"params": params, "batch_stats": state.batch_stats}, batch["images"], train=True,
+          mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+      return bce_loss(logits, batch["labels"]), (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
+    accuracy = jnp.mean((logits > 0) == (batch["labels"] > 0.5))
+    return state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  return jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
+                 out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def log_param_counts(params) -> dict:
+  counts = models.param_counts(params)
+  lines = [f"parameters: backbone {counts['backbone']:,} (paper: {PAPER_PARAMS['backbone']}), "
+           f"analysis part {counts['head']:,} (paper: {PAPER_PARAMS['head']}), "
+           f"total {counts['total']:,}"]
+  if "projections" in counts:
+    lines.append(f"projections: {len(counts['projections'])}, largest "
+                 f"{counts['largest_projection']:,}, smallest {counts['smallest_projection']:,} "
+                 f"(paper's best single projection: {PAPER_PARAMS['best projection']})")
+  for line in lines:
+    logging.info(line)
+    print(line, flush=True)
+  return counts
+
+
+class MetricsLog:
+  """Training and validation metrics as JSON lines (process 0 only)."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.enabled = jax.process_index() == 0
+
+  def write(self, step: int, **values) -> None:
+    if self.enabled:
+      with open(self.path, "a") as f:
+        f.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
+
+
+def validate(predict, variables, split, config, mesh) -> float:
+  scores = evaluate.score_split(predict, variables, split, config.train.eval_batch_size, mesh)
+  return compute_metrics(split.labels, scores)["frame"]["ap"]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, keeps the best checkpoint by validation AP, then scores every test set."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  dataset = data.load(config.data)
+  image_shape = dataset.train.images.shape[1:]
+  model = models.from_config(config.model)
+  state, state_shardings = init_state(model, create_optimizer(config), config, mesh, image_shape)
+  log_param_counts(state.params)
+
+  ckpts = checkpoint.RunCheckpoints(workdir)
+  start = ckpts.latest_step() or 0
+  if start:
+    state = ckpts.restore_latest(checkpoint.abstract(state))
+    print(f"resumed from step {start} in {workdir}", flush=True)
+  best_ap = ckpts.best_metric()
+
+  batches = data.BalancedBatches(dataset.train, config.train.batch_size, config.seed)
+  train_step = make_train_step(mesh, state_shardings)
+  predict = evaluate.make_predict_fn(model, mesh)
+  log = MetricsLog(workdir)
+  t = config.train
+  progress = tqdm(range(start, t.num_steps), initial=start, total=t.num_steps, unit="step",
+                  disable=jax.process_index() != 0, desc="train")
+  for step in progress:
+    local = batches.batch(step, jax.process_index(), jax.process_count())
+    state, metrics = train_step(state, sharding.global_batch(local, mesh))
+    done = step + 1
+    if done % t.log_every == 0 or done == t.num_steps:
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
+      log.write(done, **metrics)
+    if done % t.eval_every == 0 or done == t.num_steps:
+      val_ap = validate(predict, variables_of(state), dataset.validation, config, mesh)
+      log.write(done, val_ap=val_ap)
+      progress.write(f"step {done}: validation AP {val_ap:.4f}")
+      if best_ap is None or val_ap > best_ap:
+        best_ap = val_ap
+        ckpts.save_best(done, variables_of(state), val_ap)
+    if done % t.checkpoint_every == 0 or done == t.num_steps:
+      ckpts.save_latest(done, state)
+  progress.close()
+  ckpts.wait()
+
+  variables = ckpts.restore_best(checkpoint.abstract(variables_of(state)))
+  ckpts.close()
+  print(f"best validation AP {best_ap:.4f}; scoring {len(dataset.test)} test sets", flush=True)
+  return evaluate.evaluate_dataset(predict, variables, dataset, config, workdir, mesh)
