@@ -16,7 +16,8 @@ is unchanged; `cn` uses it only when marked `_skip` and `noskip` turns it off fo
 EfficientNetV2-S as published (Tan & Le 2021; the paper's backbone, section III-B) is
 `ARCHS["efficientnetv2_s"]`: stem 24, 40 blocks (2+4+4+6+9+15), head 1280. Each block's output is
 sown into the `intermediates` collection as `block00`, `block01`, ... in forward order and also
-returned, so the aggregation head (head.py) consumes exactly those tensors.
+returned, so the aggregation head (head.py) consumes exactly those tensors. Block parameters live
+under `blocks_0`, `blocks_1`, ... (Flax's naming of a list of submodules).
 """
 
 import dataclasses
@@ -224,7 +225,8 @@ class EfficientNet(nn.Module):
         name = f"block{index:02d}"
         x = Block(stage.kind, stage.channels, stage.kernel, stride, stage.expand, stage.se_ratio,
                   residual, self.drop_path_rate * index / total, self.activation, self.padding,
-                  self.bn_momentum, self.bn_epsilon, self.depthwise, self.dtype, name=name)(x, train)
+                  self.bn_momentum, self.bn_epsilon, self.depthwise, self.dtype,
+                  name=f"blocks_{index}")(x, train)
         self.sow("intermediates", name, x)
         endpoints[name] = x
         index += 1
