@@ -44,17 +44,6 @@ def _atomic_write(path: str, write) -> None:
   os.replace(tmp, path)
 
 
-def save_scores(path: str, split: Split, scores: np.ndarray) -> None:
-  arrays = {"scores": scores, "labels": split.labels, "ids": split.ids.astype(str)}
-  if split.video_ids is not None:
-    arrays["video_ids"] = split.video_ids.astype(str)
-
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-  _atomic_write(path, write)
-
-
 def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str, mesh) -> dict:
   """Scores every test set, writes scores, metrics.json, ap.csv and summary.md; returns metrics."""
   results_dir = os.path.join(workdir, "results")
@@ -63,7 +52,8 @@ def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str,
   for name, split in dataset.test.items():
     scores = score_split(predict, variables, split, config.train.eval_batch_size, mesh)
     if jax.process_index() == 0:
-      save_scores(os.path.join(results_dir, "scores", f"{name}.npz"), split, scores)
+      tables.save_scores(os.path.join(results_dir, "scores", f"{name}.npz"), scores=scores,
+                         labels=split.labels, ids=split.ids, video_ids=split.video_ids)
     per_test[name] = compute_metrics(split.labels, scores, video_ids=split.video_ids)
   results = {"model": config.model.name, "head": config.model.head,
              "train": dataset.train_set, "test_sets": per_test}

@@ -22,7 +22,8 @@ def resolve_windows(block_names: Sequence[str], block_stages: Sequence[int],
 
   Args:
     block_names, block_stages: every block of the backbone and its stage, in forward order.
-    blocks: "all", or block indices / names to aggregate.
+    blocks: "all", or block indices / names to aggregate (also as text: "0,3,5" or "(0, 3, 5)",
+      as a command-line override gives them).
     pool_window: one window for every block, or one per stage (the paper: 14 on the fused-MBConv
       stages, 7 on the MBConv stages).
   """
@@ -31,11 +32,14 @@ def resolve_windows(block_names: Sequence[str], block_stages: Sequence[int],
   if len(pool_window) != max(block_stages) + 1:
     raise ValueError(f"model.pool_window has {len(pool_window)} entries; the backbone has "
                      f"{max(block_stages) + 1} stages: give one per stage or a single int")
+  if isinstance(blocks, str) and blocks != "all":
+    items = [b.strip() for b in blocks.strip("()[] ").split(",") if b.strip()]
+    if not items:
+      raise ValueError(f"model.blocks must be 'all' or a list of block indices, got {blocks!r}")
+    blocks = [int(b) if b.lstrip("-").isdigit() else b for b in items]
   if blocks == "all":
     chosen = list(block_names)
   else:
-    if isinstance(blocks, str):
-      raise ValueError(f"model.blocks must be 'all' or a list of block indices, got {blocks!r}")
     chosen = []
     for block in blocks:
       name = block_names[block] if isinstance(block, int) and 0 <= block < len(block_names) \

@@ -71,6 +71,11 @@ def test_paper_scale_parameter_counts_at_256():
   assert models.param_counts(_init(paper_windows, 256)["params"])["head"] == 8_033_057
 
 
+def test_blocks_given_as_text_like_a_command_line_override():
+  model = models.create("efficientnetv2_tiny", blocks="(1, 4)", pool_window=4, hidden=(8,))
+  assert list(model.windows) == ["block01", "block04"]
+
+
 def test_logits_baseline_has_a_binary_head_on_1000_logits():
   params = _init(models.create("efficientnetv2_tiny", head="logits"))["params"]
   assert params["head"]["kernel"].shape == (1000, 1)
@@ -78,7 +83,8 @@ def test_logits_baseline_has_a_binary_head_on_1000_logits():
 
 @pytest.mark.parametrize("blocks, pool_window, message", [
     ((0, 99), 7, "no block 99"),
-    ("some", 7, "'all' or a list"),
+    ("some", 7, "no block 'some'"),
+    ("()", 7, "'all' or a list"),
     ("all", (7, 7), "2 entries; the backbone has 6 stages"),
 ])
 def test_bad_head_settings_are_explained(blocks, pool_window, message):
