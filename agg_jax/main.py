@@ -26,6 +26,9 @@ flags.DEFINE_bool("distributed", False,
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 flags.DEFINE_integer("process_id", None, "This process's id (with --distributed).")
+flags.DEFINE_string("compilation_cache", "~/.cache/agg_jax/xla",
+                    "Persistent XLA compilation cache: a rerun (resume, evaluate) skips "
+                    "compiling. Empty: off.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -62,6 +65,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO lines (orbax) drown the progress bar
+  if FLAGS.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
   if FLAGS.distributed:
     initialize_distributed()
   config = FLAGS.config

@@ -5,7 +5,7 @@ its own kind, like the generator families of the paper's section II-D:
 
   upsample  an up-sampling decoder: 2x down-sampling, then a stride-2 transposed convolution
             whose four kernel phases have unequal gains, the checkerboard of GAN decoders.
-  gmm       a patch Gaussian mixture (after Richardson & Weiss, the paper's GMM [18]): each 8x8
+  gmm       a patch Gaussian mixture (after Richardson & Weiss, the paper's GMM [18]): each 4x4
             patch is replaced by a sample of its most likely component, restricted to the
             component's leading principal directions, with the residual variance as noise.
   splice    a face-swap-like blend: an ellipse from another real image, colour-matched, pasted
@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 Generator = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -46,17 +47,20 @@ def upsample_fakes(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 class PatchGMM:
-  """A Gaussian mixture over 8x8 RGB patches, fitted on real images."""
+  """A Gaussian mixture over small (4x4) RGB patches, fitted on real images."""
 
-  def __init__(self, real_images: np.ndarray, rng: np.random.Generator, patch: int = 8,
-               components: int = 8, rank: int = 6, max_patches: int = 4000):
+  def __init__(self, real_images: np.ndarray, rng: np.random.Generator, patch: int = 4,
+               components: int = 8, rank: int = 4, max_patches: int = 4000):
     self.patch = patch
     self.rank = rank
     patches = self._patches(real_images)
     take = rng.choice(len(patches), size=min(max_patches, len(patches)), replace=False)
     self.gmm = GaussianMixture(components, covariance_type="full", reg_covar=1.0,
                                random_state=int(rng.integers(1 << 31)), max_iter=30)
-    self.gmm.fit(patches[take])
+    # One BLAS thread: on these small matrices more threads only contend (20x slower on a
+    # busy 2-core machine).
+    with threadpool_limits(1):
+      self.gmm.fit(patches[take])
     eigvals, eigvecs = np.linalg.eigh(self.gmm.covariances_)
     self.basis = eigvecs[:, :, ::-1][:, :, :rank]  # (K, D, rank), leading directions
     self.residual_std = np.sqrt(np.maximum(eigvals[:, :-rank].mean(axis=1), 0.0))  # (K,)
