@@ -18,9 +18,9 @@ TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)"
         "--config.train.eval_every=2", "--config.train.checkpoint_every=2"]
 
 
-def run_main(*args, workdir):
+def run_main(*args, workdir, cache=""):
   cmd = [sys.executable, "-m", "agg_jax.main", "--config=configs/demo.py",
-         f"--workdir={workdir}", *args]
+         f"--workdir={workdir}", f"--compilation_cache={cache}", *args]
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
@@ -41,9 +41,9 @@ def test_bad_config_fails_before_any_compute_with_a_clear_message(tmp_path, over
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, xla_cache):
   workdir = tmp_path_factory.mktemp("run")
-  out = run_main(*TINY, "--config.train.num_steps=4", workdir=workdir)
+  out = run_main(*TINY, "--config.train.num_steps=4", workdir=workdir, cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
 
@@ -70,23 +70,24 @@ def test_a_run_writes_scores_metrics_and_tables(trained_run):
   assert [r["step"] for r in logged if "val_ap" in r] == [2, 4]
 
 
-def test_a_longer_run_resumes_from_the_checkpoint(trained_run, tmp_path):
+def test_a_longer_run_resumes_from_the_checkpoint(trained_run, tmp_path, xla_cache):
   workdir, _ = trained_run
   resumed = tmp_path / "resumed"
   subprocess.run(["cp", "-r", str(workdir), str(resumed)], check=True)
-  out = run_main(*TINY, "--config.train.num_steps=6", workdir=resumed)
+  out = run_main(*TINY, "--config.train.num_steps=6", workdir=resumed, cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "resumed from step 4" in out.stdout
   logged = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
 
 
-def test_evaluate_mode_rescores_with_the_best_checkpoint(trained_run, tmp_path):
+def test_evaluate_mode_rescores_with_the_best_checkpoint(trained_run, xla_cache):
   workdir, _ = trained_run
   with np.load(workdir / "results" / "scores" / "gmm.npz") as f:
     before = f["scores"]
   os.remove(workdir / "results" / "scores" / "gmm.npz")
-  out = run_main(*TINY, "--config.train.num_steps=4", "--mode=evaluate", workdir=workdir)
+  out = run_main(*TINY, "--config.train.num_steps=4", "--mode=evaluate", workdir=workdir,
+                 cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
   with np.load(workdir / "results" / "scores" / "gmm.npz") as f:
     np.testing.assert_allclose(f["scores"], before, rtol=1e-5, atol=1e-6)
@@ -98,13 +99,14 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_reproduce_the_single_process_run(trained_run, tmp_path):
+def test_two_processes_reproduce_the_single_process_run(trained_run, tmp_path, xla_cache):
   """Multi-host: 2 processes x 2 CPU devices, gloo collectives, each reading its own shard."""
   workdir, _ = trained_run
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   cmd = [sys.executable, "-m", "agg_jax.main", "--config=configs/demo.py",
-         f"--workdir={tmp_path / 'multi'}", *TINY, "--config.train.num_steps=4", "--distributed",
+         f"--workdir={tmp_path / 'multi'}", f"--compilation_cache={xla_cache}", *TINY,
+         "--config.train.num_steps=4", "--distributed",
          f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
   procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
