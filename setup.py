@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.10",
     "grain==0.2.18",
     "dlib-bin==20.0.1.post1",
+    "face-recognition-models==0.3.0",  # dlib's 68-point landmark and CNN face models
     "opencv-python-headless==5.0.0.93",
     "scikit-learn==1.9.1",
     "scikit-image==0.26.0",

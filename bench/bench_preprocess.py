@@ -1,0 +1,204 @@
+r"""Face preprocessing benchmark: faces found, alignment precision, speed and jitter on video.
+
+  .venv/bin/python bench/bench_preprocess.py [--per_folder=0] [--workers=2] [--parts=faces,video]
+
+faces: runs the pipeline on ../shared/data/faces-mini (every image, or ``--per_folder`` per
+  folder) and prints, per folder, the share of images with a face found and the alignment
+  precision: landmarks re-detected on the aligned outputs, left-eye centre minus the template
+  point (mean, std per axis, RMS distance), in output pixels.
+video: writes a 640x480 test video from faces-mini photos with known motion
+  (``preprocess.synthetic``), then times, on one process, our video path (tracking + temporal
+  smoothing) and its peer, a naive per-frame loop as most preprocessing scripts do it (dlib HOG
+  with one upsampling on every whole frame, landmarks, the same warp, PNG write). Prints
+  aligned frames/s of each and their ratio, and the jitter of each: the true left-eye position
+  (the photo's landmarks carried through the known motion and the frame's alignment) across
+  consecutive aligned frames, its distance to the template, and the same step for all 68 points.
+"""
+
+import glob
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import dlib
+import numpy as np
+from absl import app, flags
+
+from agg_jax.preprocess import align, runner, synthetic
+from agg_jax.preprocess.detect import FaceDetector
+from agg_jax.preprocess.images import read_image
+from agg_jax.preprocess.landmarks import Landmarker, eye_centers
+from agg_jax.preprocess.manifest import read_records
+from agg_jax.preprocess.pipeline import Processor, Settings
+from agg_jax.preprocess.sources import Source
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-mini"
+FOLDERS = ("real/yonsei", "real/amfd", "fake/photoshop", "fake/gan", "fake/sd21")
+
+flags.DEFINE_string("data", str(DATA), "The faces-mini folder.")
+flags.DEFINE_integer("per_folder", 0, "Images per folder for the faces part (0: all).")
+flags.DEFINE_integer("workers", 2, "Worker processes for the faces part.")
+flags.DEFINE_list("parts", ["faces", "video"], "Parts to run.")
+flags.DEFINE_integer("photos", 4, "Photos in the test video (one per folder, in turn).")
+flags.DEFINE_integer("frames_per_photo", 50, "Frames per photo in the test video.")
+FLAGS = flags.FLAGS
+
+
+def redetected_eyes(records: list[dict], out_dir: str, detector, landmarker) -> np.ndarray:
+  """Left-eye centres found again on the aligned PNGs of ok records ((n, 2); NaN: no face)."""
+  eyes = []
+  for r in records:
+    rgb = cv2.cvtColor(cv2.imread(os.path.join(out_dir, r["output"])), cv2.COLOR_BGR2RGB)
+    det = detector.detect(rgb)
+    eyes.append(eye_centers(landmarker(rgb, det.box))[0] if det else (np.nan, np.nan))
+  return np.array(eyes, dtype=np.float64).reshape(-1, 2)
+
+
+def faces_part(tmp: str) -> None:
+  data = Path(FLAGS.data)
+  inputs = []
+  for folder in FOLDERS:
+    files = sorted(glob.glob(str(data / folder / "*.jpg")))
+    inputs += files[:FLAGS.per_folder] if FLAGS.per_folder else [str(data / folder)]
+  out = os.path.join(tmp, "faces")
+  summary = runner.run(inputs, out, Settings(), workers=FLAGS.workers, progress=False)
+  records = read_records(out)
+  detector, landmarker = FaceDetector(), Landmarker()
+  t = align.template(256)
+  print(f"faces-mini: {len(records)} images, {summary.seconds:.1f} s with {FLAGS.workers} "
+        f"workers ({len(records) / summary.seconds:.1f} images/s)")
+  print(f"{'folder':16s} {'images':>6s} {'found':>7s} {'no face':>7s} {'errors':>6s} "
+        f"{'eye dx mean/std':>15s} {'eye dy mean/std':>15s} {'robust std':>11s} "
+        f"{'median':>6s} {'<=2px':>6s} {'>5px':>4s} {'redetected':>10s}")
+  all_dev = []
+  for folder in FOLDERS:
+    mine = [r for r in records if f"/{folder}/" in r["source"]]
+    ok = [r for r in mine if r["status"] == "ok"]
+    eyes = redetected_eyes(ok, out, detector, landmarker)
+    found = ~np.isnan(eyes).any(axis=1)
+    dev = eyes[found] - t
+    all_dev.append(dev)
+    print(f"{folder:16s} {len(mine):6d} {len(ok) / max(1, len(mine)):7.2%} "
+          f"{sum(r['status'] == 'no_face' for r in mine):7d} "
+          f"{sum(r['status'].startswith('error') for r in mine):6d} " + _precision(dev)
+          + f" {len(dev):5d}/{len(ok)}")
+    for r, eye in zip(ok, eyes):
+      if np.isnan(eye).any() or np.linalg.norm(eye - t) > 5:
+        print(f"    eye off by {np.linalg.norm(eye - t):.1f} px: {r['output']}")
+  dev = np.concatenate(all_dev)
+  print(f"{'all':16s} {len(records):6d} "
+        f"{sum(r['status'] == 'ok' for r in records) / len(records):7.2%} {'':7s} {'':6s} "
+        + _precision(dev))
+  for r in records:
+    if r["status"] != "ok":
+      print(f"  {r['status']}: {r['source']}" + (f" ({r['note']})" if r.get("note") else ""))
+
+
+def _precision(dev: np.ndarray) -> str:
+  """Mean / std per axis, robust std (1.4826 MAD, both axes), median distance, share within
+  2 px, count beyond 5 px."""
+  dist = np.linalg.norm(dev, axis=1)
+  mad = 1.4826 * np.median(np.abs(dev - np.median(dev, axis=0)), axis=0)
+  return (f"{dev[:, 0].mean():+6.2f} / {dev[:, 0].std():5.2f} {dev[:, 1].mean():+6.2f} / "
+          f"{dev[:, 1].std():5.2f}  {mad[0]:4.2f} {mad[1]:4.2f}  {np.median(dist):6.2f} "
+          f"{np.mean(dist <= 2):6.1%} {np.sum(dist > 5):4d}")
+
+
+def naive(path: str, out_dir: str, n: int) -> list[dict]:
+  """The peer: whole-frame HOG (one upsampling) + landmarks + the same warp on every frame."""
+  hog, landmarker = dlib.get_frontal_face_detector(), Landmarker()
+  cap = cv2.VideoCapture(path)
+  records = []
+  for index in range(n):
+    ok, bgr = cap.read()
+    if not ok:
+      break
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rects = hog(rgb, 1)
+    if not rects:
+      records.append({"frame": index, "status": "no_face"})
+      continue
+    r = max(rects, key=lambda r: r.area())
+    box = (r.left(), r.top(), r.right(), r.bottom())
+    a = align.matrix(align.pose(box, landmarker(rgb, box)), 256)
+    out = cv2.warpAffine(rgb, a, (256, 256), flags=cv2.INTER_LINEAR)
+    name = os.path.join(out_dir, f"{index:06d}.png")
+    cv2.imwrite(name, cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+    records.append({"frame": index, "status": "ok", "affine": a.tolist(), "output": name})
+  cap.release()
+  return records
+
+
+def jitter(records, matrices, photo_landmarks, per_photo) -> tuple[float, float, float, int]:
+  """(eye step RMS, eye distance to template RMS, all-point step RMS, ok frames) in output px,
+  from the true positions of the photo's landmarks."""
+  n = len(matrices)
+  points = np.full((n, 68, 2), np.nan)
+  for r in records:
+    if r["status"] == "ok":
+      f = r["frame"]
+      truth = align.transform(matrices[f], photo_landmarks[f // per_photo])
+      points[f] = align.transform(np.array(r["affine"]), truth)
+  eyes = points[:, 42:48].mean(axis=1)
+  same = (np.arange(1, n) % per_photo) != 0  # Steps within one photo's stretch.
+  eye_steps = np.linalg.norm(np.diff(eyes, axis=0), axis=1)[same]
+  all_steps = np.linalg.norm(np.diff(points, axis=0), axis=2)[same]
+  to_template = np.linalg.norm(eyes - align.template(256), axis=1)
+  return (float(np.sqrt(np.nanmean(eye_steps ** 2))), float(np.sqrt(np.nanmean(to_template ** 2))),
+          float(np.sqrt(np.nanmean(all_steps ** 2))), int((~np.isnan(eyes[:, 0])).sum()))
+
+
+def video_part(tmp: str) -> None:
+  data = Path(FLAGS.data)
+  files = [sorted(glob.glob(str(data / FOLDERS[k % len(FOLDERS)] / "*.jpg")))[3 + k // 5]
+           for k in range(FLAGS.photos)]
+  photos = [read_image(f) for f in files]
+  detector, landmarker = FaceDetector(), Landmarker()
+  photo_landmarks = [landmarker(p, detector.detect(p).box) for p in photos]
+  video = os.path.join(tmp, "test.mp4")
+  per = FLAGS.frames_per_photo
+  matrices = synthetic.make_video(photos, video, per)
+  n = len(matrices)
+  print(f"\ntest video: {n} frames 640x480 (mp4v), {FLAGS.photos} photos x {per} frames, moving")
+  rows = {}
+  for name, smooth in (("ours", 1.0), ("ours, no smoothing", 0.0)):
+    out = os.path.join(tmp, f"video_{smooth}")
+    processor = Processor(Settings(frames=n, smooth=smooth), out)
+    start = time.perf_counter()
+    records = processor(Source(video, "test", "video"))
+    rows[name] = (n / (time.perf_counter() - start), records)
+  out = os.path.join(tmp, "naive")
+  os.makedirs(out)
+  start = time.perf_counter()
+  records = naive(video, out, n)
+  rows["naive per-frame loop"] = (n / (time.perf_counter() - start), records)
+  print(f"{'':22s} {'frames/s':>9s} {'ok':>5s} {'eye step RMS':>13s} {'eye-template RMS':>17s} "
+        f"{'68-pt step RMS':>15s}   (output px, truth from the known motion)")
+  for name, (fps, records) in rows.items():
+    step, dist, all_step, ok = jitter(records, matrices, photo_landmarks, per)
+    print(f"{name:22s} {fps:9.1f} {ok:5d} {step:13.2f} {dist:17.2f} {all_step:15.2f}")
+  ratio = rows["ours"][0] / rows["naive per-frame loop"][0]
+  print(f"speed ratio ours / naive per-frame loop: {ratio:.2f}x (one process, 640x480)")
+  ours = [r for r in rows["ours"][1] if r["status"] == "ok"]
+  eyes = redetected_eyes(ours, os.path.join(tmp, "video_1.0"), detector, landmarker)
+  steps = np.linalg.norm(np.diff(eyes, axis=0), axis=1)
+  steps = steps[(np.arange(1, len(eyes)) % per) != 0]
+  print(f"ours, left eye re-detected on the aligned frames: step RMS "
+        f"{np.sqrt(np.nanmean(steps ** 2)):.2f} px, std about the template "
+        f"{np.nanstd(eyes - align.template(256), axis=0).round(2).tolist()} px")
+
+
+def main(argv):
+  del argv
+  cv2.setNumThreads(1)
+  with tempfile.TemporaryDirectory() as tmp:
+    if "faces" in FLAGS.parts:
+      faces_part(tmp)
+    if "video" in FLAGS.parts:
+      video_part(tmp)
+
+
+if __name__ == "__main__":
+  app.run(main)
