@@ -86,7 +86,7 @@ def aggregate_by_video(labels, scores, video_ids, *, aggregation="mean"):
   """
   if aggregation not in VIDEO_AGGREGATIONS:
     raise ValueError(
-        f"video_aggregation={aggregation!r} is not one of " f"{sorted(VIDEO_AGGREGATIONS)}"
+        f"video_aggregation={aggregation!r} is not one of {sorted(VIDEO_AGGREGATIONS)}"
     )
   labels, scores = _validated(labels, scores)
   video_ids = np.asarray(video_ids)
@@ -115,7 +115,7 @@ def cov_summary(ap_values: Sequence[float]):
   values = np.asarray(ap_values, dtype=np.float64)
   if values.ndim != 1 or values.size == 0:
     raise ValueError(
-        f"cov_summary needs a non-empty list of AP values, got shape " f"{values.shape}"
+        f"cov_summary needs a non-empty list of AP values, got shape {values.shape}"
     )
   if not np.isfinite(values).all():
     raise ValueError(f"cov_summary got non-finite AP values: {values.tolist()}")
