@@ -23,9 +23,16 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
 ]
 
+IMPORT_REQUIRES = [  # reading pretrained weights (agg_jax.weights); CPU torch, see README
+    "h5py==3.16.0",
+    "safetensors==0.8.0",
+    "torch==2.13.0",
+]
+
 EXTRAS_REQUIRE = {
-    # Only the test suite needs these.
-    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0"],
+    "import": IMPORT_REQUIRES,
+    # The test suite: the importers, and Keras 3 (on JAX, no TensorFlow) as the reference model.
+    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1", *IMPORT_REQUIRES],
 }
 
 setuptools.setup(

@@ -1,27 +1,44 @@
 """Model registry: `create(name, head=..., **overrides)` and `list_models()`.
 
-Backbones are registered by name (efficientnet.BACKBONES); a classifier is a backbone plus a
-head: "aggregation" (the paper's model), "logits" (the baseline: a binary head on the 1000
-ImageNet logits) or None (the bare backbone, returning `(logits, endpoints)`).
+Backbones are registered by name (efficientnet.BACKBONES, xception.BACKBONES); a classifier is
+a backbone plus a head: "aggregation" (the paper's model), "logits" (the baseline: a binary head
+on the 1000 ImageNet logits) or None (the bare backbone, returning `(logits, endpoints)`).
 """
 
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from agg_jax.models.classifier import (AggregatedClassifier, LogitsClassifier, count_params,
                                        param_counts, resolve_windows)
-from agg_jax.models.efficientnet import BACKBONES, EfficientNet
+from agg_jax.models import efficientnet, xception
+from agg_jax.models.efficientnet import EfficientNet
+from agg_jax.models.xception import Xception
 
+BACKBONES = {**efficientnet.BACKBONES, **xception.BACKBONES}
 HEADS = ("aggregation", "logits", None)
 _HEAD_FIELDS = ("blocks", "pool_window", "hidden", "num_primitives")
 
 
-def list_models() -> list[str]:
-  """Names of every registered backbone."""
-  return sorted(BACKBONES)
+def list_models(with_params: bool = False) -> list[str] | dict[str, int]:
+  """Names of every registered backbone, or name -> trainable parameter count (with the top)."""
+  names = sorted(BACKBONES)
+  return {name: backbone_param_count(name) for name in names} if with_params else names
+
+
+def backbone_variable_shapes(name: str, size: int = 224, **overrides) -> dict[str, Any]:
+  """Shapes of a backbone's variables (params, batch_stats), computed without allocating them."""
+  model = create_backbone(name, **overrides)
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+
+
+def backbone_param_count(name: str) -> int:
+  """Trainable parameters of a backbone with its ImageNet top (Keras' "trainable params")."""
+  return count_params(backbone_variable_shapes(name)["params"])
 
 
 def create_backbone(name: str, **overrides) -> nn.Module:
@@ -61,9 +78,12 @@ def from_config(config) -> nn.Module:
   head_fields = {} if config.head != "aggregation" else dict(
       blocks=config.blocks, pool_window=config.pool_window, hidden=tuple(config.hidden),
       num_primitives=config.num_primitives)
-  return create(config.name, head=config.head, dtype=jnp.dtype(config.dtype),
-                drop_path_rate=config.drop_path_rate, **head_fields)
+  backbone_fields = {"dtype": jnp.dtype(config.dtype)}
+  if hasattr(create_backbone(config.name), "drop_path_rate"):  # Xception has no stochastic depth
+    backbone_fields["drop_path_rate"] = config.drop_path_rate
+  return create(config.name, head=config.head, **backbone_fields, **head_fields)
 
 
-__all__ = ["create", "from_config", "create_backbone", "list_models", "count_params", "param_counts",
-           "AggregatedClassifier", "LogitsClassifier", "EfficientNet"]
+__all__ = ["create", "from_config", "create_backbone", "list_models", "backbone_param_count",
+           "backbone_variable_shapes", "count_params", "param_counts", "AggregatedClassifier",
+           "LogitsClassifier", "EfficientNet", "Xception"]

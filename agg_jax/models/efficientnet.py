@@ -50,9 +50,12 @@ def normalize_pixels(images: jax.Array, mode: str) -> jax.Array:
     return x / 127.5 - 1.0
   if mode == "imagenet":
     return (x / 255.0 - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+  if mode == "lite":  # TF EfficientNet-Lite: (x - 127) / 128.
+    return (x - 127.0) / 128.0
   if mode == "none":
     return x
-  raise ValueError(f"unknown input normalisation {mode!r}: use v2, inception, imagenet or none")
+  raise ValueError(f"unknown input normalisation {mode!r}: use v2, inception, imagenet, lite or "
+                   "none")
 
 
 def conv_padding(mode: Padding, kernel: int):
@@ -250,6 +253,19 @@ ARCHS = {
     "efficientnetv2_b0": ("cn_r1_k3_s1_e1_c16_skip | er_r2_k3_s2_e4_c32 | er_r2_k3_s2_e4_c48 | "
                           "ir_r3_k3_s2_e4_c96_se0.25 | ir_r5_k3_s1_e6_c112_se0.25 | "
                           "ir_r8_k3_s2_e6_c192_se0.25"),
+    # EfficientNet-B0 (Tan & Le 2019, Table 1); Keras `EfficientNetB0`.
+    "efficientnet_b0": ("ds_r1_k3_s1_e1_c16_se0.25 | ir_r2_k3_s2_e6_c24_se0.25 | "
+                        "ir_r2_k5_s2_e6_c40_se0.25 | ir_r3_k3_s2_e6_c80_se0.25 | "
+                        "ir_r3_k5_s1_e6_c112_se0.25 | ir_r4_k5_s2_e6_c192_se0.25 | "
+                        "ir_r1_k3_s1_e6_c320_se0.25"),
+    # EfficientNet-Lite0: B0 without squeeze-excite, with ReLU6.
+    "efficientnet_lite0": ("ds_r1_k3_s1_e1_c16 | ir_r2_k3_s2_e6_c24 | ir_r2_k5_s2_e6_c40 | "
+                           "ir_r3_k3_s2_e6_c80 | ir_r3_k5_s1_e6_c112 | ir_r4_k5_s2_e6_c192 | "
+                           "ir_r1_k3_s1_e6_c320"),
+    # MobileNetV2 (Sandler et al. 2018, Table 2); torchvision `mobilenet_v2`.
+    "mobilenetv2": ("ds_r1_k3_s1_e1_c16 | ir_r2_k3_s2_e6_c24 | ir_r3_k3_s2_e6_c32 | "
+                    "ir_r4_k3_s2_e6_c64 | ir_r3_k3_s1_e6_c96 | ir_r3_k3_s2_e6_c160 | "
+                    "ir_r1_k3_s1_e6_c320"),
 }
 
 
@@ -259,10 +275,21 @@ def _builder(arch: str, **defaults):
   return build
 
 
-# Scaled-down variants for tests and the demo: the same stages, fewer and narrower blocks.
+# The padding, input normalisation and batch-norm epsilon of each entry are those of the
+# weights it imports (agg_jax/weights): TF-trained weights use TF "SAME" padding, PyTorch-trained
+# ones symmetric padding.
 BACKBONES = {
     "efficientnetv2_s": _builder("efficientnetv2_s"),
     "efficientnetv2_b0": _builder("efficientnetv2_b0", stem_features=32, input_norm="imagenet"),
+    # torchvision's `efficientnet_v2_s`: the same network trained in PyTorch.
+    "tv_efficientnetv2_s": _builder("efficientnetv2_s", padding="symmetric",
+                                    input_norm="imagenet"),
+    "efficientnet_b0": _builder("efficientnet_b0", stem_features=32, input_norm="imagenet"),
+    "efficientnet_lite0": _builder("efficientnet_lite0", stem_features=32, activation="relu6",
+                                   input_norm="lite"),
+    "mobilenetv2": _builder("mobilenetv2", stem_features=32, activation="relu6",
+                            input_norm="imagenet", padding="symmetric", bn_epsilon=1e-5),
+    # Scaled-down variants for tests and the demo: the same stages, fewer and narrower blocks.
     # 6 stages of EfficientNetV2-S, one block each, quarter width: fast tests.
     "efficientnetv2_tiny": _builder("efficientnetv2_s", width=0.25, depth=0.1, head_features=256),
     # 14 blocks (1+2+2+2+3+4... rounded up), half width: the demo.

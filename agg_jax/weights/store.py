@@ -1,0 +1,54 @@
+"""Converted weights on disk: `DIR/variables.npz` (no pickle) and `DIR/model.json` (the name).
+
+A directory written by `python -m agg_jax.weights convert` is what `model.init_from` names.
+Both files are written under a temporary name and renamed, so a crash never leaves half a file.
+"""
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from agg_jax.weights.assign import WeightsError, flatten, unflatten
+
+VARIABLES, META = "variables.npz", "model.json"
+
+
+def _atomic_write(path: str, write) -> None:
+  handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  os.chmod(tmp, 0o644)
+  try:
+    with os.fdopen(handle, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def save(directory: str, model: str, variables: dict[str, Any], **meta: Any) -> None:
+  """Writes `variables` (params, batch_stats) of backbone `model` into `directory`."""
+  os.makedirs(directory, exist_ok=True)
+  flat = {key: np.asarray(value) for key, value in flatten(variables).items()}
+  _atomic_write(os.path.join(directory, VARIABLES), lambda f: np.savez(f, **flat))
+  text = json.dumps({"model": model, **meta}, indent=2, sort_keys=True).encode()
+  _atomic_write(os.path.join(directory, META), lambda f: f.write(text))
+
+
+def load(directory: str) -> tuple[str, dict[str, Any]]:
+  """(model name, variables) of a directory written by `save`."""
+  meta_path, var_path = os.path.join(directory, META), os.path.join(directory, VARIABLES)
+  for path in (meta_path, var_path):
+    if not os.path.isfile(path):
+      raise WeightsError(f"{path} does not exist: {directory!r} is not a directory written by "
+                         "`python -m agg_jax.weights convert`")
+  try:
+    with open(meta_path) as f:
+      model = json.load(f)["model"]
+    with np.load(var_path, allow_pickle=False) as npz:
+      flat = {key: npz[key] for key in npz.files}
+  except (OSError, ValueError, KeyError) as error:
+    raise WeightsError(f"{directory}: unreadable converted weights: {error}") from error
+  return model, unflatten(flat)
