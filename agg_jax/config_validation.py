@@ -1,5 +1,7 @@
 """Checks a resolved config before any compute, with messages naming the key and the problem."""
 
+import os
+
 import ml_collections
 import numpy as np
 
@@ -38,6 +40,10 @@ def validate(config: ml_collections.ConfigDict, device_count: int | None = None)
                              m.pool_window)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+
+  if m.init_from:
+    _require(os.path.isdir(m.init_from), "model.init_from", m.init_from,
+             "not a directory (write one with `python -m agg_jax.weights convert`)")
 
   _require(d.source in data.SOURCES, "data.source", d.source, f"use one of {data.SOURCES}")
   if d.source == "demo":

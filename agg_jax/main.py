@@ -74,13 +74,16 @@ def main(argv):
     config_validation.validate(config, jax.device_count())
   except config_validation.ConfigError as e:
     sys.exit(f"error: {e}")
-  from agg_jax import evaluate, train  # after validation: heavy imports only for real runs
+  from agg_jax import evaluate, train, weights  # after validation: heavy imports for real runs
   logging.info("devices: %s", jax.devices())
   save_config(config, FLAGS.workdir)
-  if FLAGS.mode == "train":
-    train.train_and_evaluate(config, FLAGS.workdir)
-  else:
-    evaluate.evaluate_run(config, FLAGS.workdir)
+  try:
+    if FLAGS.mode == "train":
+      train.train_and_evaluate(config, FLAGS.workdir)
+    else:
+      evaluate.evaluate_run(config, FLAGS.workdir)
+  except (weights.WeightsError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

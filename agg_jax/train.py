@@ -21,7 +21,7 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm
 
-from agg_jax import checkpoint, data, evaluate, models, sharding
+from agg_jax import checkpoint, data, evaluate, models, sharding, weights
 from agg_jax.metrics import compute_metrics
 
 # Parameter counts the paper gives (section V, "Network Trimming").
@@ -48,19 +48,37 @@ def variables_of(state: TrainState) -> dict:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, config, mesh, image_shape):
-  """The initial state, created directly with its shardings; returns (state, shardings)."""
+def load_pretrained(config: ml_collections.ConfigDict) -> dict | None:
+  """The backbone variables `model.init_from` names (written by `agg_jax.weights convert`)."""
+  if not config.model.init_from:
+    return None
+  name, variables = weights.load(config.model.init_from)
+  if name != config.model.name:
+    raise weights.WeightsError(f"model.init_from={config.model.init_from!r} holds weights of "
+                               f"{name!r}, the config's model is {config.model.name!r}")
+  print(f"backbone initialised from {config.model.init_from} ({name})", flush=True)
+  return variables
 
-  def init(rng):
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, config, mesh, image_shape,
+               pretrained: dict | None = None):
+  """The initial state, created directly with its shardings; returns (state, shardings).
+
+  `pretrained` backbone variables (`load_pretrained`) replace the random backbone initialisation.
+  """
+
+  def init(rng, pretrained):
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
+    if pretrained is not None:
+      variables = weights.restore_into(variables, pretrained)
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables.get("batch_stats", {}), rng=state_rng)
 
   rng = jax.random.PRNGKey(config.seed)
-  abstract_state = jax.eval_shape(init, rng)
+  abstract_state = jax.eval_shape(init, rng, pretrained)
   shardings = sharding.param_shardings(abstract_state, mesh, config.sharding_rules)
-  state = jax.jit(init, out_shardings=shardings)(rng)
+  state = jax.jit(init, out_shardings=shardings)(rng, pretrained)
   return state, shardings
 
 
@@ -131,7 +149,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   dataset = data.load(config.data)
   image_shape = dataset.train.images.shape[1:]
   model = models.from_config(config.model)
-  state, state_shardings = init_state(model, create_optimizer(config), config, mesh, image_shape)
+  state, state_shardings = init_state(model, create_optimizer(config), config, mesh, image_shape,
+                                      load_pretrained(config))
   log_param_counts(state.params)
 
   ckpts = checkpoint.RunCheckpoints(workdir)

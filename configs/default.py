@@ -25,6 +25,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.num_primitives = 10
   config.model.dtype = "float32"  # "bfloat16" on TPU/GPU
   config.model.drop_path_rate = 0.2
+  # Pretrained backbone: a directory written by `python -m agg_jax.weights convert` ("": random).
+  config.model.init_from = ""
 
   config.data = ml_collections.ConfigDict()
   config.data.source = "demo"

@@ -7,6 +7,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from agg_jax import models, sharding, train
 from configs import demo as demo_config
@@ -94,3 +95,25 @@ def test_eight_device_mesh_trains_like_one_device():
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.startswith("ok")
+
+
+def test_init_from_starts_the_backbone_from_converted_weights(tmp_path):
+  from agg_jax import weights  # pylint: disable=import-outside-toplevel
+  backbone = models.create("efficientnetv2_tiny", head=None)
+  pretrained = backbone.init(jax.random.key(42), np.zeros((1, 32, 32, 3), np.uint8))
+  weights.save(str(tmp_path / "w"), "efficientnetv2_tiny", pretrained)
+
+  config = tiny_config()
+  config.model.init_from = str(tmp_path / "w")
+  mesh = sharding.make_mesh(config.mesh)
+  state, _ = train.init_state(models.from_config(config.model), train.create_optimizer(config),
+                              config, mesh, (32, 32, 3), train.load_pretrained(config))
+  np.testing.assert_array_equal(state.params["backbone"]["stem_conv"]["kernel"],
+                                pretrained["params"]["stem_conv"]["kernel"])
+  np.testing.assert_array_equal(state.batch_stats["backbone"]["blocks_3"]["project_bn"]["var"],
+                                pretrained["batch_stats"]["blocks_3"]["project_bn"]["var"])
+  assert "projection_block00" in state.params["head"]  # the head stays freshly initialised
+
+  config.model.name = "efficientnetv2_mini"
+  with pytest.raises(weights.WeightsError, match="holds weights of 'efficientnetv2_tiny'"):
+    train.load_pretrained(config)
