@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agg_jax import checkpoint, data, models, sharding, tables
+from agg_jax import checkpoint, data, fileio, models, sharding, tables
 from agg_jax.data import Dataset, Split, eval_batches
 from agg_jax.metrics import compute_metrics
 
@@ -38,12 +38,6 @@ def score_split(predict, variables, split: Split, batch_size: int, mesh) -> np.n
   return np.concatenate(scores).astype(np.float32)
 
 
-def _atomic_write(path: str, write) -> None:
-  tmp = f"{path}.tmp"
-  write(tmp)
-  os.replace(tmp, path)
-
-
 def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str, mesh) -> dict:
   """Scores every test set, writes scores, metrics.json, ap.csv and summary.md; returns metrics."""
   results_dir = os.path.join(workdir, "results")
@@ -58,10 +52,8 @@ def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str,
   results = {"model": config.model.name, "head": config.model.head,
              "train": dataset.train_set, "test_sets": per_test}
   if jax.process_index() == 0:
-    def write(tmp):
-      with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    _atomic_write(os.path.join(results_dir, "metrics.json"), write)
+    fileio.atomic_write_text(os.path.join(results_dir, "metrics.json"),
+                             json.dumps(results, indent=2))
     tables.write_run_tables(results_dir)
     with open(os.path.join(results_dir, "summary.md")) as f:
       print(f.read(), flush=True)

@@ -27,7 +27,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 from pathlib import Path
 import sys
 
@@ -35,7 +34,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from agg_jax import metrics
+from agg_jax import fileio, metrics
 
 LONG_COLUMNS = ("model", "train", "test", "ap")
 REFERENCE_COLUMNS = ("model", "mean", "std", "cov_inv")
@@ -210,11 +209,7 @@ def save_scores(path, *, scores, labels, ids, video_ids=None, frame_indices=None
   lengths = {key: len(value) for key, value in arrays.items()}
   if len(set(lengths.values())) != 1:
     raise ValueError(f"{path}: arrays differ in length: {lengths}")
-  path = Path(path)
-  tmp = path.with_name(f".{path.name}.tmp")
-  with tmp.open("wb") as f:
-    np.savez(f, **arrays)
-  os.replace(tmp, path)
+  fileio.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_scores(path):
@@ -574,8 +569,8 @@ def write_run_tables(results_dir, *, exclude_in_domain=False):
           [saved["model"], saved["train"]] + ["" if v is None else _csv_value(v) for v in values],
       ]
   )
-  _write_text(results_dir / "ap.csv", ap_csv.getvalue())
-  _write_text(
+  fileio.atomic_write_text(results_dir / "ap.csv", ap_csv.getvalue())
+  fileio.atomic_write_text(
       results_dir / "summary.md",
       _run_summary_markdown(saved, by_level, exclude_in_domain=exclude_in_domain),
   )
@@ -647,11 +642,12 @@ def write_tables(records, out_dir, *, exclude_in_domain=False, reference=None):
       model_matrix(records, model) for model in _unique(r.model for r in records) if several_trains
   ]
   markdown = "\n".join(to_markdown(t) for t in [table, *matrices])
-  _write_text(out_dir / "tables.md", markdown)
-  _write_text(out_dir / "tables.tex", "\n".join(to_latex(t) for t in [table, *matrices]))
-  _write_text(out_dir / "ap_table.csv", to_csv(table))
-  _write_text(out_dir / "summary.csv", _summary_csv(records, exclude_in_domain))
-  _write_text(out_dir / "ap_long.csv", long_csv(records))
+  fileio.atomic_write_text(out_dir / "tables.md", markdown)
+  latex = "\n".join(to_latex(t) for t in [table, *matrices])
+  fileio.atomic_write_text(out_dir / "tables.tex", latex)
+  fileio.atomic_write_text(out_dir / "ap_table.csv", to_csv(table))
+  fileio.atomic_write_text(out_dir / "summary.csv", _summary_csv(records, exclude_in_domain))
+  fileio.atomic_write_text(out_dir / "ap_long.csv", long_csv(records))
   return markdown
 
 
@@ -733,14 +729,6 @@ def _checked_percent(value, source):
 
 def _unique(items):
   return list(dict.fromkeys(items))
-
-
-def _write_text(path, text):
-  """Atomic write: a reader never sees a half-written file."""
-  path = Path(path)
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- command line

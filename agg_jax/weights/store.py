@@ -6,35 +6,23 @@ Both files are written under a temporary name and renamed, so a crash never leav
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
+from agg_jax.fileio import atomic_write
 from agg_jax.weights.assign import WeightsError, flatten, unflatten
 
 VARIABLES, META = "variables.npz", "model.json"
-
-
-def _atomic_write(path: str, write) -> None:
-  handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  os.chmod(tmp, 0o644)
-  try:
-    with os.fdopen(handle, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def save(directory: str, model: str, variables: dict[str, Any], **meta: Any) -> None:
   """Writes `variables` (params, batch_stats) of backbone `model` into `directory`."""
   os.makedirs(directory, exist_ok=True)
   flat = {key: np.asarray(value) for key, value in flatten(variables).items()}
-  _atomic_write(os.path.join(directory, VARIABLES), lambda f: np.savez(f, **flat))
+  atomic_write(os.path.join(directory, VARIABLES), lambda f: np.savez(f, **flat))
   text = json.dumps({"model": model, **meta}, indent=2, sort_keys=True).encode()
-  _atomic_write(os.path.join(directory, META), lambda f: f.write(text))
+  atomic_write(os.path.join(directory, META), lambda f: f.write(text))
 
 
 def load(directory: str) -> tuple[str, dict[str, Any]]:
