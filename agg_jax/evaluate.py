@@ -31,10 +31,10 @@ def make_predict_fn(model, mesh):
 def score_split(predict, variables, split: Split, batch_size: int, mesh) -> np.ndarray:
   """Fake probabilities for every image of `split`, in order."""
   scores = []
-  for batch in eval_batches(split, batch_size, jax.process_index(), jax.process_count()):
+  batches = eval_batches(split, batch_size, jax.process_index(), jax.process_count())
+  for start, batch in zip(range(0, len(split), batch_size), batches):
     images = sharding.global_batch({"images": batch["images"]}, mesh)["images"]
-    probs = np.asarray(predict(variables, images))
-    scores.append(probs[:min(batch_size, len(split) - len(scores) * batch_size)])
+    scores.append(np.asarray(predict(variables, images))[:len(split) - start])  # drop padding
   return np.concatenate(scores).astype(np.float32)
 
 
