@@ -5,6 +5,7 @@ One job per module:
   images     still images to RGB, with guards against bad files and decompression bombs
   detect     dlib face detection (HOG, or CNN), largest face, tracking in videos
   landmarks  dlib 68-point landmarks; the eye centres ("center of mass")
+  quality    plausibility checks of a landmark fit (the manifest's ``quality``)
   models     where dlib's model files are found
   align      the margin crop and the similarity warp: the left eye lands on a fixed point
   smooth     temporal smoothing of the alignment in videos

@@ -23,7 +23,8 @@ where the left eye's position is its "center of mass". Here:
 * Outside the source is black. Resampling is bilinear, after an area-averaging pre-shrink when
   the face is scaled down by more than 1.25x, so large faces do not alias.
 
-The landmarks are dlib's, refined once on a first aligned face (``pipeline.Processor._locate``).
+The landmarks are dlib's, refined on the aligned face until they settle
+(``pipeline.Processor._locate``).
 A *pose* is the four numbers the transform is built from: left-eye x, y, eye-line angle
 (radians) and log of the margin-expanded box extent; video frames smooth poses over time.
 """

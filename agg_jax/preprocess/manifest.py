@@ -8,8 +8,9 @@ as refined on the aligned face; see ``pipeline.Processor._locate``), ``affine`` 
 output matrix; in videos from the time-smoothed pose), ``eye`` (left-eye centre of
 ``landmarks``), ``kind``,
 ``detector``, ``search``, ``track`` (videos), ``image_size`` (source width, height),
-``frames_total`` (frame count the video's header reports), ``note`` (why a face that was
-found is not used), ``warning``, ``settings`` (the options that shape the outputs).
+``frames_total`` (frame count the video's header reports), ``quality`` (ok records: the
+reasons to doubt the landmark fit, empty when plausible; see ``quality``), ``note`` (why a
+face that was found is not used), ``warning``, ``settings`` (the options that shape the outputs).
 
 Only the main process writes it: all the records of one source are appended in one write once
 its PNGs are on disk, so a source is either wholly in the manifest or not at all. A torn last

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agg_jax.preprocess import align, runner
+from agg_jax.preprocess import align, quality, runner
 from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.landmarks import Landmarker, eye_centers
 from agg_jax.preprocess.manifest import read_records
-from agg_jax.preprocess.pipeline import Settings
+from agg_jax.preprocess.pipeline import Processor, Settings
+from agg_jax.preprocess.sources import Source
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # pylint: disable-next=wrong-import-position
@@ -77,6 +78,47 @@ def test_left_eye_redetected_on_aligned_faces_sits_on_the_template(aligned):
   assert np.all(deviations.std(axis=0) < 2.0), deviations.std(axis=0)  # The issue's goal.
   assert np.all(np.abs(deviations.mean(axis=0)) < 1.0), deviations.mean(axis=0)
   assert np.mean(np.linalg.norm(deviations, axis=1) < 4.0) >= 0.95
+
+
+def test_plausible_fits_pass_and_broken_geometry_is_flagged(aligned):
+  records, _ = aligned
+  ok = [r for r in records if r["status"] == "ok"]
+  assert all(isinstance(r["quality"], list) for r in ok)
+  assert sum(bool(r["quality"]) for r in ok) <= 0.1 * len(ok)  # Most faces-mini fits are fine.
+  r = next(r for r in ok if not r["quality"])
+  landmarks, box = np.array(r["landmarks"]), np.array(r["box"])
+  assert quality.assess(landmarks, box) == []
+
+  def reasons(points, b=box, move=0.0):
+    return " ".join(quality.assess(points, b, move))
+
+  turned = landmarks.copy()  # The far eye of a turned head looks narrow.
+  eye = turned[42:48]
+  turned[42:48] = eye.mean(axis=0) + (eye - eye.mean(axis=0)) * [0.5, 1.0]
+  assert "eye widths differ" in reasons(turned)
+  bent = landmarks.copy()  # Nose bridge turned 60 degrees.
+  cos, sin = np.cos(np.radians(60)), np.sin(np.radians(60))
+  bent[27:31] = bent[27] + (bent[27:31] - bent[27]) @ np.array([[cos, sin], [-sin, cos]])
+  assert "nose line" in reasons(bent)
+  wide = box + [-box[2] + box[0], 0, box[2] - box[0], 0]  # Box 3x wider than the face.
+  assert "eye distance" in reasons(landmarks, wide)
+  assert "did not settle" in reasons(landmarks, move=3.0)
+
+
+def test_refinement_puts_a_turned_face_eye_on_the_template(tmp_path):
+  """yonsei_546ceaf5af26: a laughing 3/4 view cut by the border, whose single refinement pass
+  left the left eye 8 px (fresh detection) and 19 px (face region) off the template on the
+  aligned face; the averaged passes put it within a few px by both measures."""
+  photo = FACES_MINI / "real" / "yonsei" / "yonsei_546ceaf5af26.jpg"
+  if not photo.exists():
+    pytest.skip("sample photo absent")
+  (record,) = Processor(Settings(), str(tmp_path))(Source(str(photo), "face", "image"))
+  assert record["status"] == "ok"
+  rgb = cv2.cvtColor(cv2.imread(str(tmp_path / record["output"])), cv2.COLOR_BGR2RGB)
+  half = 256 / 1.3 / 2
+  for box in (FaceDetector().detect(rgb).box, (128 - half, 128 - half, 128 + half, 128 + half)):
+    left, _ = eye_centers(Landmarker()(rgb, box))
+    assert np.linalg.norm(left - align.template(256)) < 5.0, box
 
 
 def _formats_of(photo: str, folder: Path) -> list[str]:
