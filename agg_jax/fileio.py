@@ -7,9 +7,14 @@ from typing import BinaryIO
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
-  """Calls `write(f)` on a temporary file beside `path`, then renames it to `path`."""
+  """Calls `write(f)` on a temporary file beside `path`, then renames it to `path`.
+
+  The folder is created if needed.
+  """
   path = os.fspath(path)
-  handle, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
+  folder = os.path.dirname(path) or "."
+  os.makedirs(folder, exist_ok=True)
+  handle, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
   os.chmod(tmp, 0o644)
   try:
     with os.fdopen(handle, "wb") as f:
@@ -20,5 +25,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     raise
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-  atomic_write(path, lambda f: f.write(text.encode()))
+  atomic_write_bytes(path, text.encode("utf-8"))

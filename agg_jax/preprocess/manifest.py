@@ -15,30 +15,16 @@ face that was found is not used), ``warning``, ``settings`` (the options that sh
 Only the main process writes it: all the records of one source are appended in one write once
 its PNGs are on disk, so a source is either wholly in the manifest or not at all. A torn last
 line (a killed run) is dropped when the manifest is next opened. Every file is written through
-a temporary name and ``os.replace``.
+a temporary name and renamed (``agg_jax.fileio``).
 """
 
 import json
 import os
-import tempfile
 from collections import defaultdict
 
+from agg_jax import fileio
+
 MANIFEST = "manifest.jsonl"
-
-
-def atomic_write(path: str, data: bytes) -> None:
-  """Writes ``data`` to ``path`` so that readers see the old file or the whole new one."""
-  folder = os.path.dirname(path) or "."
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path), suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 class Manifest:
@@ -106,7 +92,7 @@ class Manifest:
   def _rewrite(self) -> None:
     data = "".join(json.dumps(r, separators=(",", ":")) + "\n"
                    for records in self.by_source.values() for r in records)
-    atomic_write(self.path, data.encode("utf-8"))
+    fileio.atomic_write_bytes(self.path, data.encode("utf-8"))
 
 
 def read_records(out_dir: str) -> list[dict]:

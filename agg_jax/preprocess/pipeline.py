@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from agg_jax import fileio
 from agg_jax.preprocess import align, quality, smooth
 from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.frames import read_frames
 from agg_jax.preprocess.images import MAX_PIXELS, BadInput, read_image
 from agg_jax.preprocess.landmarks import LEFT_EYE, Landmarker, eye_centers, face_size
-from agg_jax.preprocess.manifest import atomic_write
 from agg_jax.preprocess.sources import Source
 
 EYES_OUTSIDE = "a face was found but an eye centre lies outside the image (face cut by the border)"
@@ -101,7 +101,7 @@ class Processor:
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
       raise OSError(f"PNG encoding failed for {relative}")
-    atomic_write(os.path.join(self.out_dir, relative), png.tobytes())
+    fileio.atomic_write_bytes(os.path.join(self.out_dir, relative), png.tobytes())
 
   def _locate(self, rgb: np.ndarray, det) -> tuple[np.ndarray, np.ndarray, float]:
     """(landmarks, pose, last eye move) of the detected face, refined on the aligned face.
