@@ -22,8 +22,8 @@ keras = pytest.importorskip("keras", reason="parity tests need Keras 3 (the 'tes
 
 from agg_jax import models, weights  # noqa: E402
 
-if keras.backend.backend() != "jax":
-  pytest.skip("Keras parity runs with KERAS_BACKEND=jax", allow_module_level=True)
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax",
+                                reason="Keras parity runs with KERAS_BACKEND=jax")
 
 # (our model, Keras application, input sizes). Our models take raw pixels; Keras' EfficientNets
 # normalise inside the model, Keras' Xception expects `xception.preprocess_input` outside.
