@@ -20,7 +20,6 @@ from agg_jax.models.xception import Xception
 
 BACKBONES = {**efficientnet.BACKBONES, **xception.BACKBONES}
 HEADS = ("aggregation", "logits", None)
-_HEAD_FIELDS = ("blocks", "pool_window", "hidden", "num_primitives")
 
 
 def list_models(with_params: bool = False) -> list[str] | dict[str, int]:

@@ -23,7 +23,6 @@ under `blocks_0`, `blocks_1`, ... (Flax's naming of a list of submodules).
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import flax.linen as nn

@@ -22,3 +22,5 @@ agg_jax.preprocess --help``.
 from agg_jax.preprocess.align import TEMPLATE, matrix, pose, template, warp
 from agg_jax.preprocess.pipeline import Processor, Settings
 from agg_jax.preprocess.runner import run
+
+__all__ = ["TEMPLATE", "matrix", "pose", "template", "warp", "Processor", "Settings", "run"]

@@ -1,6 +1,5 @@
 """EfficientNet family: the published EfficientNetV2-S layout, sown blocks, depthwise convolution."""
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
