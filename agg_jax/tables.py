@@ -621,8 +621,9 @@ def _all_metrics_table(saved):
         )
   threshold = saved["test_sets"][next(iter(saved["test_sets"]))].get("threshold", 0.5)
   columns = ("AP", "ROC-AUC", "EER", f"accuracy@{threshold:g}", "examples", "fake", "real")
+  has_videos = any("video" in result for result in saved["test_sets"].values())
   return Table(
-      title="All metrics (%); examples are videos at video level",
+      title="All metrics (%)" + ("; examples are videos at video level" if has_videos else ""),
       row_label="Test set",
       columns=tuple(map(Column, columns)),
       rows=tuple(rows),
