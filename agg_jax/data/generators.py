@@ -14,10 +14,12 @@ its own kind, like the generator families of the paper's section II-D:
 Generators are deterministic given their `numpy.random.Generator`.
 """
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
@@ -58,8 +60,9 @@ class PatchGMM:
     self.gmm = GaussianMixture(components, covariance_type="full", reg_covar=1.0,
                                random_state=int(rng.integers(1 << 31)), max_iter=30)
     # One BLAS thread: on these small matrices more threads only contend (20x slower on a
-    # busy 2-core machine).
-    with threadpool_limits(1):
+    # busy 2-core machine). A generator needs a plausible mixture, not a converged one.
+    with threadpool_limits(1), warnings.catch_warnings():
+      warnings.simplefilter("ignore", ConvergenceWarning)
       self.gmm.fit(patches[take])
     eigvals, eigvecs = np.linalg.eigh(self.gmm.covariances_)
     self.basis = eigvecs[:, :, ::-1][:, :, :rank]  # (K, D, rank), leading directions
