@@ -87,18 +87,7 @@ def read_long_csv(path, *, ap_scale="auto"):
 
   ap_scale: "percent", "fraction" (AP in [0, 1]) or "auto" (fraction when every AP <= 1).
   """
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no such CSV file")
-  with path.open(newline="") as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in LONG_COLUMNS if c not in (reader.fieldnames or ())]
-    if missing:
-      raise ValueError(
-          f"{path}: missing column(s) {missing}; need {list(LONG_COLUMNS)}, "
-          f"found {reader.fieldnames}"
-      )
-    rows = [(f"{path}:{reader.line_num}", row) for row in reader]
+  rows = _read_csv(path, LONG_COLUMNS)
   values = [_parse_number(row["ap"], source, "ap") for source, row in rows]
   factor = 100.0 if _is_fraction_scale(values, ap_scale) else 1.0
   records = [
@@ -258,23 +247,25 @@ def run_levels(test_sets, source=""):
 
 def read_reference(path):
   """{model: (mean, std, cov_inv)} of a CSV with columns model,mean,std,cov_inv."""
+  return {
+      row["model"].strip(): tuple(_parse_number(row[c], source, c) for c in REFERENCE_COLUMNS[1:])
+      for source, row in _read_csv(path, REFERENCE_COLUMNS)
+  }
+
+
+def _read_csv(path, columns):
+  """[("file:line", row dict)] of a CSV that must have `columns` (others are ignored)."""
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"{path}: no such reference CSV file")
+    raise FileNotFoundError(f"{path}: no such CSV file")
   with path.open(newline="") as f:
     reader = csv.DictReader(f)
-    missing = [c for c in REFERENCE_COLUMNS if c not in (reader.fieldnames or ())]
+    missing = [c for c in columns if c not in (reader.fieldnames or ())]
     if missing:
       raise ValueError(
-          f"{path}: missing column(s) {missing}; need "
-          f"{list(REFERENCE_COLUMNS)}, found {reader.fieldnames}"
+          f"{path}: missing column(s) {missing}; need {list(columns)}, found {reader.fieldnames}"
       )
-    return {
-        row["model"].strip(): tuple(
-            _parse_number(row[c], f"{path}:{reader.line_num}", c) for c in REFERENCE_COLUMNS[1:]
-        )
-        for row in reader
-    }
+    return [(f"{path}:{reader.line_num}", row) for row in reader]
 
 
 def check_unique(records):
