@@ -52,11 +52,8 @@ def load_pretrained(config: ml_collections.ConfigDict) -> dict | None:
   """The backbone variables `model.init_from` names (written by `agg_jax.weights convert`)."""
   if not config.model.init_from:
     return None
-  name, variables = weights.load(config.model.init_from)
-  if name != config.model.name:
-    raise weights.WeightsError(f"model.init_from={config.model.init_from!r} holds weights of "
-                               f"{name!r}, the config's model is {config.model.name!r}")
-  print(f"backbone initialised from {config.model.init_from} ({name})", flush=True)
+  variables = weights.load_checked(config.model.init_from, config.model.name)
+  print(f"backbone initialised from {config.model.init_from}", flush=True)
   return variables
 
 

@@ -15,7 +15,7 @@ from agg_jax import models
 from agg_jax.models.efficientnet import EfficientNet
 from agg_jax.weights import keras, pytorch
 from agg_jax.weights.assign import WeightsError, assign, flatten, unflatten
-from agg_jax.weights.restore import init_from, restore_into
+from agg_jax.weights.restore import init_from, load_checked, restore_into
 from agg_jax.weights.store import load, save
 
 SOURCES = ("keras", "torch")
@@ -59,4 +59,5 @@ def convert(source: str, path: str, model: str, *, classifier: bool = True) -> d
   return unflatten(assign(arrays, pairs, shapes, what=path, ignored=ignored))
 
 
-__all__ = ["convert", "load", "save", "restore_into", "init_from", "WeightsError", "SOURCES"]
+__all__ = ["convert", "load", "load_checked", "save", "restore_into", "init_from", "WeightsError",
+           "SOURCES"]

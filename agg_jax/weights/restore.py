@@ -59,9 +59,8 @@ def restore_into(variables: dict[str, Any], loaded: dict[str, Any], *,
   return unflatten(out)
 
 
-def init_from(variables: dict[str, Any], directory: str, model: str, *,
-              skip_head: bool = True) -> dict[str, Any]:
-  """`restore_into` from a converted-weights directory, which must be for backbone `model`.
+def load_checked(directory: str, model: str) -> dict[str, Any]:
+  """The variables of a converted-weights directory, which must be for backbone `model`.
 
   The name check matters: e.g. efficientnetv2_s and tv_efficientnetv2_s share every shape but
   not the padding their weights were trained with.
@@ -70,4 +69,10 @@ def init_from(variables: dict[str, Any], directory: str, model: str, *,
   if name != model:
     raise WeightsError(f"model.init_from={directory} holds weights of {name!r}, but "
                        f"model.name is {model!r}")
-  return restore_into(variables, loaded, skip_head=skip_head)
+  return loaded
+
+
+def init_from(variables: dict[str, Any], directory: str, model: str, *,
+              skip_head: bool = True) -> dict[str, Any]:
+  """`restore_into` from a converted-weights directory for backbone `model` (`load_checked`)."""
+  return restore_into(variables, load_checked(directory, model), skip_head=skip_head)
