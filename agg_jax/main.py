@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from agg_jax import config_validation
+from agg_jax import config_validation, fileio
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -55,9 +55,8 @@ def initialize_distributed() -> None:
 
 def save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    fileio.atomic_write_text(os.path.join(workdir, "config.json"),
+                             config.to_json_best_effort(indent=2))
 
 
 def main(argv):
