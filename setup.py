@@ -29,10 +29,16 @@ IMPORT_REQUIRES = [  # reading pretrained weights (agg_jax.weights); CPU torch, 
     "torch==2.13.0",
 ]
 
+# Preprocessing as an Apache Beam pipeline (agg_jax.preprocess.beam). It needs protobuf < 7, so
+# it holds protobuf, pillow and pyarrow one major version back where it is installed.
+BEAM_REQUIRES = ["apache-beam==2.77.0"]
+
 EXTRAS_REQUIRE = {
     "import": IMPORT_REQUIRES,
+    "beam": BEAM_REQUIRES,
     # The test suite: the importers, and Keras 3 (on JAX, no TensorFlow) as the reference model.
-    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1", *IMPORT_REQUIRES],
+    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1", *IMPORT_REQUIRES,
+             *BEAM_REQUIRES],
 }
 
 setuptools.setup(

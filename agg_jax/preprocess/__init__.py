@@ -13,6 +13,7 @@ One job per module:
   manifest   manifest.jsonl, atomic writes, resuming
   pipeline   one source to PNGs and manifest records
   runner     many sources: worker processes, progress, summary
+  beam       the same, as an Apache Beam pipeline (optional)
   synthetic  test videos with known motion made from photos
 
 The alignment convention is documented in ``align``. Command line: ``python -m

@@ -2,13 +2,16 @@ r"""Videos and photos -> aligned 256x256 faces and OUTPUT/manifest.jsonl (paper 
 
   python -m agg_jax.preprocess --input=PATH [--input=PATH ...] --output=DIR \
       [--frames=100] [--sampling=first|uniform] [--detector=hog|cnn] [--size=256] [--workers=N]
+      [--beam [--beam_options="--runner=... ..."]]
 
 Inputs are files or folders (searched recursively), videos and images mixed; paths after the
 flags are inputs too. Aligned PNGs mirror the input tree under DIR; DIR/manifest.jsonl has one
 record per frame or image (status ok, no_face or "error: <reason>"). A rerun with the same
 options skips what the manifest already holds. Bad files become error records and the run goes
 on (exit 0); a usage problem (missing input, unwritable output, options that differ from the
-manifest's) exits with status 2.
+manifest's) exits with status 2. ``--beam`` runs the same work as an Apache Beam pipeline
+(``agg_jax.preprocess.beam``; DirectRunner with --workers processes unless --beam_options say
+otherwise).
 """
 
 import os
@@ -16,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from agg_jax.preprocess import frames, images, models, runner
+from agg_jax.preprocess import beam, frames, images, models, runner
 from agg_jax.preprocess.detect import DETECTORS
 from agg_jax.preprocess.pipeline import Settings
 
@@ -34,6 +37,10 @@ flags.DEFINE_float("max_megapixels", images.MAX_PIXELS / 1e6,
                    "Images whose header claims more pixels are refused (decompression bombs).")
 flags.DEFINE_bool("retry_errors", False, "Redo sources whose records hold errors.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline (pip install 'agg_jax[beam]').")
+flags.DEFINE_string("beam_options", None,
+                    "Beam pipeline options, e.g. \"--runner=FlinkRunner --parallelism=64\" "
+                    "(default: DirectRunner, --workers processes). Implies --beam.")
 flags.mark_flag_as_required("output")
 
 
@@ -56,11 +63,15 @@ def main(argv) -> int:
   try:
     if settings.detector == "cnn":
       models.find_model(models.CNN_DETECTOR)
-    summary = runner.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
-                         retry_errors=FLAGS.retry_errors, progress=FLAGS.progress)
+    if FLAGS.beam or FLAGS.beam_options:
+      summary = beam.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
+                         retry_errors=FLAGS.retry_errors, options=FLAGS.beam_options)
+    else:
+      summary = runner.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
+                           retry_errors=FLAGS.retry_errors, progress=FLAGS.progress)
   except (runner.UsageProblem, models.ModelNotFoundError) as e:
     return _fail(str(e))
-  except RuntimeError as e:  # Worker processes that cannot run at all.
+  except RuntimeError as e:  # Worker processes that cannot run at all, a failed pipeline.
     print(f"agg_jax.preprocess: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:

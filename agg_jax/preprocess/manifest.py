@@ -16,8 +16,15 @@ Only the main process writes it: all the records of one source are appended in o
 its PNGs are on disk, so a source is either wholly in the manifest or not at all. A torn last
 line (a killed run) is dropped when the manifest is next opened. Every file is written through
 a temporary name and renamed (``agg_jax.fileio``).
+
+Workers that cannot reach the main process (an Apache Beam pipeline, ``preprocess.beam``) write
+their sources' records to ``OUTPUT/manifest.parts/*.jsonl`` instead, one line per source
+(``{"source": ..., "records": [...]}``, the last line of a source wins: a retried bundle
+rewrites it); opening the manifest folds the parts in and removes them, so whatever a killed
+pipeline finished is kept.
 """
 
+import glob
 import json
 import os
 from collections import defaultdict
@@ -25,6 +32,7 @@ from collections import defaultdict
 from agg_jax import fileio
 
 MANIFEST = "manifest.jsonl"
+PARTS = "manifest.parts"
 
 
 class Manifest:
@@ -48,6 +56,7 @@ class Manifest:
           self.dropped_lines += 1
       if self.dropped_lines or (lines and lines[-1]):
         self._rewrite()
+    self._absorb_parts()
 
   def done(self, source: str, settings: dict, retry_errors: bool = False) -> bool:
     """Whether ``source`` is complete in the manifest: recorded, and every ok record's PNG
@@ -89,10 +98,43 @@ class Manifest:
     for r in records:
       self.by_source[r["source"]].append(r)
 
+  def _absorb_parts(self) -> None:
+    """Folds ``PARTS/*.jsonl`` into the manifest (their sources' records replace older ones),
+    then deletes them."""
+    parts = sorted(glob.glob(os.path.join(self.out_dir, PARTS, "*.jsonl")))
+    if not parts:
+      return
+    latest = {}
+    for part in parts:
+      with open(part, "rb") as f:
+        for line in f.read().split(b"\n"):
+          if not line.strip():
+            continue
+          try:
+            entry = json.loads(line)
+            latest[entry["source"]] = list(entry["records"])
+          except (ValueError, KeyError, TypeError):
+            self.dropped_lines += 1
+    for source, records in latest.items():
+      self.by_source[source] = records
+    self._rewrite()
+    for part in parts:
+      os.remove(part)
+
   def _rewrite(self) -> None:
     data = "".join(json.dumps(r, separators=(",", ":")) + "\n"
                    for records in self.by_source.values() for r in records)
     fileio.atomic_write_bytes(self.path, data.encode("utf-8"))
+
+
+def append_part(path: str, source: str, records: list[dict]) -> None:
+  """Appends one source's records to a worker's part file (see the module docstring)."""
+  line = json.dumps({"source": source, "records": records}, separators=(",", ":")) + "\n"
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(line)
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def read_records(out_dir: str) -> list[dict]:

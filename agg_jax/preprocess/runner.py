@@ -46,6 +46,18 @@ class Summary:
   def frames(self) -> int:
     return self.ok + self.no_face + self.errors
 
+  def count(self, source_path: str, records: list[dict]) -> None:
+    """Adds one source's records to the counts."""
+    for r in records:
+      if r["status"] == "ok":
+        self.ok += 1
+      elif r["status"] == "no_face":
+        self.no_face += 1
+      else:
+        self.errors += 1
+        if len(self.error_examples) < 1000:
+          self.error_examples.append((source_path, r["status"][len("error: "):]))
+
   def text(self) -> str:
     rate = self.frames / self.seconds if self.seconds > 0 else 0.0
     lines = [
@@ -73,10 +85,10 @@ def check_output(out_dir: str) -> None:
     raise UsageProblem(f"cannot write to output folder {out_dir}: {e.strerror or e}") from None
 
 
-def run(inputs: list[str], out_dir: str, settings: Settings = Settings(), workers: int = 1,
-        retry_errors: bool = False, progress: bool = True) -> Summary:
-  """Processes every source under ``inputs`` into ``out_dir``; returns the summary."""
-  start = time.time()
+def plan(inputs: list[str], out_dir: str, settings: Settings, retry_errors: bool = False
+         ) -> tuple[Manifest, list[Source], Summary]:
+  """(manifest, sources still to do, summary so far) of a run; the records of the sources to
+  redo are dropped from the manifest. Raises UsageProblem when the run cannot start."""
   check_output(out_dir)
   try:
     sources, skipped_other = discover(inputs, out_dir)
@@ -88,21 +100,21 @@ def run(inputs: list[str], out_dir: str, settings: Settings = Settings(), worker
   manifest.forget({s.path for s in todo})
   summary = Summary(sources=len(sources), skipped_done=len(sources) - len(todo),
                     skipped_other=skipped_other, manifest=manifest.path)
+  return manifest, todo, summary
+
+
+def run(inputs: list[str], out_dir: str, settings: Settings = Settings(), workers: int = 1,
+        retry_errors: bool = False, progress: bool = True) -> Summary:
+  """Processes every source under ``inputs`` into ``out_dir``; returns the summary."""
+  start = time.time()
+  manifest, todo, summary = plan(inputs, out_dir, settings, retry_errors)
   expected = {s.path: settings.frames if s.kind == "video" else 1 for s in todo}
   bar = tqdm(total=sum(expected.values()), unit="frame", desc="aligning", smoothing=0.1,
              dynamic_ncols=True, disable=not progress or not todo)
   try:
     for done, (source, records) in enumerate(_execute(todo, settings, out_dir, workers), 1):
       manifest.append(records)
-      for r in records:
-        if r["status"] == "ok":
-          summary.ok += 1
-        elif r["status"] == "no_face":
-          summary.no_face += 1
-        else:
-          summary.errors += 1
-          if len(summary.error_examples) < 1000:
-            summary.error_examples.append((source.path, r["status"][len("error: "):]))
+      summary.count(source.path, records)
       if len(records) != expected[source.path]:
         bar.total += len(records) - expected[source.path]
       bar.update(len(records))
