@@ -6,12 +6,13 @@ faces: runs the pipeline on ../shared/data/faces-mini (every image, or ``--per_f
   folder) and prints, per folder, the share of images with a face found, the faces whose
   manifest ``quality`` flags a doubtful landmark fit, and the alignment precision: landmarks
   re-detected on the aligned outputs, left-eye centre minus the template point (mean, std per
-  axis, robust std, median distance, shares), in output pixels. Two re-detections, first row
-  and "(face region)" row: landmarks in the box a fresh detection (the pipeline's cascade) finds
-  on the output, and landmarks in the box where the face must be (``face_region``: the output
-  is a centred face, so no detection is needed). They differ where the fresh detection picks a
-  wrong box on the output (a small false face, a box around an eye), or where a turned face is
-  off the average box; faces beyond 5 px in either are listed.
+  axis, robust std, median distance, shares), in output pixels. Three re-detections: first row,
+  landmarks in the box a fresh detection (the pipeline's cascade) finds on the output; "(fresh,
+  box on the face)", the same without the outputs where that box is a wrong face (IoU with the
+  face region below MATCHED_IOU: a small false face, a box around an eye); "(face region)",
+  landmarks in the box where the face must be (``face_region``: the output is a centred face,
+  so no detection is needed). The last two differ where a turned face is off the average box;
+  faces beyond 5 px in the first or the last are listed.
 video: writes a 640x480 test video from faces-mini photos with known motion
   (``preprocess.synthetic``), then times, on one process, our video path (tracking + temporal
   smoothing) and its peer, a naive per-frame loop as most preprocessing scripts do it (dlib HOG
@@ -37,12 +38,17 @@ from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.images import read_image
 from agg_jax.preprocess.landmarks import Landmarker, eye_centers
 from agg_jax.preprocess.manifest import read_records
-from agg_jax.preprocess.pipeline import Processor, Settings
+from agg_jax.preprocess.pipeline import Processor, Settings, iou
 from agg_jax.preprocess.sources import Source
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-mini"
 FOLDERS = ("real/yonsei", "real/amfd", "fake/photoshop", "fake/gan", "fake/sd21")
-REGION_ROW = f"{'  (face region)':54s} "  # Row label of the face-region re-detection.
+MATCHED_IOU = 0.5  # A fresh box overlapping the face region less than this is a wrong face.
+ROWS = {  # Row labels of the three re-detections (the first row of a folder is "fresh").
+    "fresh": "",
+    "on face": f"{'  (fresh, box on the face)':54s} ",
+    "region": f"{'  (face region)':54s} ",
+}
 
 flags.DEFINE_string("data", str(DATA), "The faces-mini folder.")
 flags.DEFINE_integer("per_folder", 0, "Images per folder for the faces part (0: all).")
@@ -61,17 +67,20 @@ def face_region(size: int = 256) -> tuple[float, float, float, float]:
 
 
 def redetected_eyes(records: list[dict], out_dir: str, detector, landmarker
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Left-eye centres found again on the aligned PNGs of ok records, two ways ((n, 2) each):
-  landmarks in the box a fresh detection finds (NaN: no face), and in ``face_region``."""
-  fresh, region = [], []
+  landmarks in the box a fresh detection finds (NaN: no face), and in ``face_region``; and the
+  IoU of the fresh box with ``face_region`` ((n,), 0 where none)."""
+  fresh, region, overlap = [], [], []
   for r in records:
     rgb = cv2.cvtColor(cv2.imread(os.path.join(out_dir, r["output"])), cv2.COLOR_BGR2RGB)
     det = detector.detect(rgb)
+    expected = face_region(rgb.shape[0])
     fresh.append(eye_centers(landmarker(rgb, det.box))[0] if det else (np.nan, np.nan))
-    region.append(eye_centers(landmarker(rgb, face_region(rgb.shape[0])))[0])
+    overlap.append(iou(det.box, expected) if det else 0.0)
+    region.append(eye_centers(landmarker(rgb, expected))[0])
   return (np.array(fresh, dtype=np.float64).reshape(-1, 2),
-          np.array(region, dtype=np.float64).reshape(-1, 2))
+          np.array(region, dtype=np.float64).reshape(-1, 2), np.array(overlap))
 
 
 def faces_part(tmp: str) -> None:
@@ -90,20 +99,21 @@ def faces_part(tmp: str) -> None:
   print(f"{'folder':16s} {'images':>6s} {'found':>7s} {'no face':>7s} {'errors':>6s} "
         f"{'flagged':>7s} {'eye dx mean/std':>15s} {'eye dy mean/std':>15s} {'robust std':>11s} "
         f"{'median':>6s} {'<=2px':>6s} {'>5px':>4s} {'redetected':>10s}")
-  all_dev = {"fresh": [], "region": []}
+  all_dev = {name: [] for name in ROWS}
   for folder in FOLDERS:
     mine = [r for r in records if f"/{folder}/" in r["source"]]
     ok = [r for r in mine if r["status"] == "ok"]
-    fresh, region = redetected_eyes(ok, out, detector, landmarker)
+    fresh, region, overlap = redetected_eyes(ok, out, detector, landmarker)
     found = ~np.isnan(fresh).any(axis=1)
+    on_face = found & (overlap >= MATCHED_IOU)
     flagged = sum(bool(r.get("quality")) for r in ok)
     head = (f"{folder:16s} {len(mine):6d} {len(ok) / max(1, len(mine)):7.2%} "
             f"{sum(r['status'] == 'no_face' for r in mine):7d} "
             f"{sum(r['status'].startswith('error') for r in mine):6d} {flagged:7d} ")
-    for name, eyes in (("fresh", fresh[found]), ("region", region)):
+    for name, eyes in (("fresh", fresh[found]), ("on face", fresh[on_face]), ("region", region)):
       dev = eyes - t
       all_dev[name].append(dev)
-      print((head if name == "fresh" else REGION_ROW) + _precision(dev)
+      print((head if name == "fresh" else ROWS[name]) + _precision(dev)
             + f" {len(dev):5d}/{len(ok)}")
     for r, a, b in zip(ok, fresh, region):
       da, db = np.linalg.norm(a - t), np.linalg.norm(b - t)
@@ -114,7 +124,7 @@ def faces_part(tmp: str) -> None:
   flagged = sum(bool(r.get("quality")) for r in records if r["status"] == "ok")
   for name, devs in all_dev.items():
     head = f"{'all':16s} {len(records):6d} {ok_share:7.2%} {'':7s} {'':6s} {flagged:7d} "
-    print((head if name == "fresh" else REGION_ROW) + _precision(np.concatenate(devs)))
+    print((head if name == "fresh" else ROWS[name]) + _precision(np.concatenate(devs)))
   for r in records:
     if r["status"] != "ok":
       print(f"  {r['status']}: {r['source']}" + (f" ({r['note']})" if r.get("note") else ""))
@@ -206,7 +216,7 @@ def video_part(tmp: str) -> None:
   ratio = rows["ours"][0] / rows["naive per-frame loop"][0]
   print(f"speed ratio ours / naive per-frame loop: {ratio:.2f}x (one process, 640x480)")
   ours = [r for r in rows["ours"][1] if r["status"] == "ok"]
-  eyes, _ = redetected_eyes(ours, os.path.join(tmp, "video_1.0"), detector, landmarker)
+  eyes, _, _ = redetected_eyes(ours, os.path.join(tmp, "video_1.0"), detector, landmarker)
   steps = np.linalg.norm(np.diff(eyes, axis=0), axis=1)
   steps = steps[(np.arange(1, len(eyes)) % per) != 0]
   print(f"ours, left eye re-detected on the aligned frames: step RMS "

@@ -120,6 +120,10 @@ class Processor:
     1.17/0.74 to 1.03/0.95 px (in the face region; ``bench/bench_preprocess.py``): some 3/4
     views and rolled faces move from 8-55 px off to within 5 px; averaging damps the wobble
     of fits on glasses and closed eyes. Fits that stay unsettled are flagged (``quality``).
+    Finding the passes' box with the whole-image cascade instead of plain HOG (what a
+    re-detection on the output runs) was tried: 2.22/1.41 px overall, SD 2.1 faces 2.86/2.59 ->
+    1.81/2.17 but Yonsei 1.02/1.00 -> 1.57/1.14 (without wrong-face boxes), a turned face
+    (tests) 10 px off, photos 15% and video frames 26% slower; not taken.
     """
     landmarks = self.landmarker(rgb, det.box)
     box, passes, move = det.box, [], np.inf
@@ -178,7 +182,7 @@ class Processor:
           det = self.detector.detect(frame.rgb, thorough=thorough)
           since_whole = 0
           entry["switched"] |= bool(det is not None and previous is not None
-                                    and _iou(det.box, previous.box) < 0.3)
+                                    and iou(det.box, previous.box) < 0.3)
         since_whole += 1
         if det is None:
           misses += 1
@@ -240,7 +244,8 @@ def _thumbnail(rgb: np.ndarray) -> np.ndarray:
   return cv2.resize(grey, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def _iou(a, b) -> float:
+def iou(a, b) -> float:
+  """Intersection over union of two (left, top, right, bottom) boxes."""
   iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
   ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
   inter = iw * ih
