@@ -1,6 +1,7 @@
 r"""Face preprocessing benchmark: faces found, alignment precision, speed and jitter on video.
 
-  .venv/bin/python bench/bench_preprocess.py [--per_folder=0] [--workers=2] [--parts=faces,video]
+  .venv/bin/python bench/bench_preprocess.py [--per_folder=0] [--workers=2] \
+      [--parts=faces,video,beam]
 
 faces: runs the pipeline on ../shared/data/faces-mini (every image, or ``--per_folder`` per
   folder) and prints, per folder, the share of images with a face found, the faces whose
@@ -20,6 +21,10 @@ video: writes a 640x480 test video from faces-mini photos with known motion
   aligned frames/s of each and their ratio, and the jitter of each: the true left-eye position
   (the photo's landmarks carried through the known motion and the frame's alignment) across
   consecutive aligned frames, its distance to the template, and the same step for all 68 points.
+beam: the same faces-mini images (``--per_folder``, default 40 per folder for this part) through
+  the Apache Beam pipeline (``--beam``, local runner, ``--workers`` processes) and through the
+  local process pool, same workers: images/s of each and their ratio, and whether the records
+  agree.
 """
 
 import glob
@@ -33,7 +38,7 @@ import dlib
 import numpy as np
 from absl import app, flags
 
-from agg_jax.preprocess import align, runner, synthetic
+from agg_jax.preprocess import align, beam, runner, synthetic
 from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.images import read_image
 from agg_jax.preprocess.landmarks import Landmarker, eye_centers
@@ -53,7 +58,7 @@ ROWS = {  # Row labels of the three re-detections (the first row of a folder is 
 flags.DEFINE_string("data", str(DATA), "The faces-mini folder.")
 flags.DEFINE_integer("per_folder", 0, "Images per folder for the faces part (0: all).")
 flags.DEFINE_integer("workers", 2, "Worker processes for the faces part.")
-flags.DEFINE_list("parts", ["faces", "video"], "Parts to run.")
+flags.DEFINE_list("parts", ["faces", "video"], "Parts to run: faces, video, beam.")
 flags.DEFINE_integer("photos", 4, "Photos in the test video (one per folder, in turn).")
 flags.DEFINE_integer("frames_per_photo", 50, "Frames per photo in the test video.")
 FLAGS = flags.FLAGS
@@ -224,6 +229,28 @@ def video_part(tmp: str) -> None:
         f"{np.nanstd(eyes - align.template(256), axis=0).round(2).tolist()} px")
 
 
+def beam_part(tmp: str) -> None:
+  data = Path(FLAGS.data)
+  per_folder = FLAGS.per_folder or 40
+  inputs = [f for folder in FOLDERS
+            for f in sorted(glob.glob(str(data / folder / "*.jpg")))[:per_folder]]
+  rows = {}
+  for name, run in (("local process pool", runner.run), ("beam pipeline", beam.run)):
+    out = os.path.join(tmp, f"beam_{len(rows)}")
+    kwargs = {"progress": False} if run is runner.run else {}
+    start = time.perf_counter()
+    summary = run(inputs, out, Settings(), workers=FLAGS.workers, **kwargs)
+    rows[name] = (len(inputs) / (time.perf_counter() - start), summary, read_records(out))
+  print(f"\n{len(inputs)} faces-mini images, {FLAGS.workers} workers; wall time includes "
+        "start-up (Beam: the runner and its worker processes)")
+  for name, (rate, summary, _) in rows.items():
+    print(f"{name:20s} {rate:7.1f} images/s  ok {summary.ok}, no face {summary.no_face}, "
+          f"errors {summary.errors}")
+  (local, _, a), (piped, _, b) = rows.values()
+  same = ({(r["source"], r["frame"]): r for r in a} == {(r["source"], r["frame"]): r for r in b})
+  print(f"speed ratio beam / local: {piped / local:.2f}x; records identical: {same}")
+
+
 def main(argv):
   del argv
   cv2.setNumThreads(1)
@@ -232,6 +259,8 @@ def main(argv):
       faces_part(tmp)
     if "video" in FLAGS.parts:
       video_part(tmp)
+    if "beam" in FLAGS.parts:
+      beam_part(tmp)
 
 
 if __name__ == "__main__":
