@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a rerun after a crash) never sees half a file."""
+"""Crash-safe file writes: a reader (or a rerun after a crash) never sees half a file, and an
+appended line is on disk before the call returns."""
 
 import os
 import tempfile
@@ -31,3 +32,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_durably(path: str | os.PathLike, text: str) -> None:
+  """Appends ``text`` to ``path`` in one write and waits until it is on disk (journals such as
+  JSON-lines manifests; a reader drops a torn last line). The folder is created if needed."""
+  path = os.fspath(path)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())

@@ -1,4 +1,4 @@
-"""Atomic writes: complete files or none."""
+"""Crash-safe writes: complete files or none; appends on disk when they return."""
 
 import os
 
@@ -24,3 +24,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_text_is_written_whole(tmp_path):
   fileio.atomic_write_text(tmp_path / "a.md", "x" * 100_000)
   assert (tmp_path / "a.md").read_text() == "x" * 100_000
+
+
+def test_append_durably_creates_the_folder_and_appends(tmp_path, monkeypatch):
+  synced = []
+  real_fsync = os.fsync
+  monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+  path = tmp_path / "parts" / "log.jsonl"
+  fileio.append_durably(path, "one\n")
+  fileio.append_durably(path, "two\n")
+  assert path.read_text() == "one\ntwo\n"
+  assert len(synced) == 2

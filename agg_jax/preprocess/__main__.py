@@ -10,8 +10,8 @@ record per frame or image (status ok, no_face or "error: <reason>"). A rerun wit
 options skips what the manifest already holds. Bad files become error records and the run goes
 on (exit 0); a usage problem (missing input, unwritable output, options that differ from the
 manifest's) exits with status 2. ``--beam`` runs the same work as an Apache Beam pipeline
-(``agg_jax.preprocess.beam``; DirectRunner with --workers processes unless --beam_options say
-otherwise).
+(``agg_jax.preprocess.beam``; Beam's local runner with --workers processes unless
+--beam_options name another).
 """
 
 import os
@@ -40,7 +40,7 @@ flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_bool("beam", False, "Run as an Apache Beam pipeline (pip install 'agg_jax[beam]').")
 flags.DEFINE_string("beam_options", None,
                     "Beam pipeline options, e.g. \"--runner=FlinkRunner --parallelism=64\" "
-                    "(default: DirectRunner, --workers processes). Implies --beam.")
+                    "(default: Beam's local runner, --workers processes). Implies --beam.")
 flags.mark_flag_as_required("output")
 
 

@@ -90,11 +90,8 @@ class Manifest:
     """Appends one source's records in one write."""
     if not records:
       return
-    data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-    with open(self.path, "a", encoding="utf-8") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+    fileio.append_durably(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n"
+                                             for r in records))
     for r in records:
       self.by_source[r["source"]].append(r)
 
@@ -129,12 +126,8 @@ class Manifest:
 
 def append_part(path: str, source: str, records: list[dict]) -> None:
   """Appends one source's records to a worker's part file (see the module docstring)."""
-  line = json.dumps({"source": source, "records": records}, separators=(",", ":")) + "\n"
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "a", encoding="utf-8") as f:
-    f.write(line)
-    f.flush()
-    os.fsync(f.fileno())
+  fileio.append_durably(path, json.dumps({"source": source, "records": records},
+                                         separators=(",", ":")) + "\n")
 
 
 def read_records(out_dir: str) -> list[dict]:
