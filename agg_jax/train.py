@@ -7,10 +7,8 @@ donates its state. The latest state is checkpointed for resumption, and the vari
 best validation AP are kept for evaluation (checkpoint.py).
 """
 
-import json
 import logging
 import os
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +19,7 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm
 
-from agg_jax import checkpoint, data, evaluate, models, sharding, weights
+from agg_jax import checkpoint, data, evaluate, models, sharding, train_log, weights
 from agg_jax.metrics import compute_metrics
 
 # Parameter counts the paper gives (section V, "Network Trimming").
@@ -121,19 +119,6 @@ def log_param_counts(params) -> dict:
   return counts
 
 
-class MetricsLog:
-  """Training and validation metrics as JSON lines (process 0 only)."""
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self.enabled = jax.process_index() == 0
-
-  def write(self, step: int, **values) -> None:
-    if self.enabled:
-      with open(self.path, "a") as f:
-        f.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
-
-
 def validate(predict, variables, split, config, mesh) -> float:
   scores = evaluate.score_split(predict, variables, split, config.train.eval_batch_size, mesh)
   return compute_metrics(split.labels, scores)["frame"]["ap"]
@@ -160,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = data.BalancedBatches(dataset.train, config.train.batch_size, config.seed)
   train_step = make_train_step(mesh, state_shardings)
   predict = evaluate.make_predict_fn(model, mesh)
-  log = MetricsLog(workdir)
+  log = train_log.TrainLog(workdir, start, enabled=jax.process_index() == 0)
   t = config.train
   progress = tqdm(range(start, t.num_steps), initial=start, total=t.num_steps, unit="step",
                   disable=jax.process_index() != 0, desc="train")
@@ -182,6 +167,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if done % t.checkpoint_every == 0 or done == t.num_steps:
       ckpts.save_latest(done, state)
   progress.close()
+  log.close()
   ckpts.wait()
 
   variables = ckpts.restore_best(checkpoint.abstract(variables_of(state)))

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
@@ -40,6 +41,14 @@ def test_bad_config_fails_before_any_compute_with_a_clear_message(tmp_path, over
   assert not (tmp_path / "run").exists()  # nothing was started
 
 
+def tensorboard_scalars(workdir) -> dict:
+  """{tag: [(step, value)]} of the run's event files, read by TensorBoard's own reader."""
+  accumulator = EventAccumulator(str(workdir / "tensorboard"))
+  accumulator.Reload()
+  return {tag: [(e.step, pytest.approx(e.value)) for e in accumulator.Scalars(tag)]
+          for tag in accumulator.Tags()["scalars"]}
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, xla_cache):
   workdir = tmp_path_factory.mktemp("run")
@@ -68,6 +77,9 @@ def test_a_run_writes_scores_metrics_and_tables(trained_run):
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in logged if "loss" in r] == [2, 4]
   assert [r["step"] for r in logged if "val_ap" in r] == [2, 4]
+  events = tensorboard_scalars(workdir)
+  assert [step for step, _ in events["train/loss"]] == [2, 4]
+  assert events["validation/ap"] == [(r["step"], r["val_ap"]) for r in logged if "val_ap" in r]
 
 
 def test_a_longer_run_resumes_from_the_checkpoint(trained_run, tmp_path, xla_cache):
@@ -79,6 +91,7 @@ def test_a_longer_run_resumes_from_the_checkpoint(trained_run, tmp_path, xla_cac
   assert "resumed from step 4" in out.stdout
   logged = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
+  assert [step for step, _ in tensorboard_scalars(resumed)["train/loss"]] == [2, 4, 6]
 
 
 def test_evaluate_mode_rescores_with_the_best_checkpoint(trained_run, xla_cache):

@@ -1,0 +1,76 @@
+"""Training and validation metrics of a run: ``metrics.jsonl`` and TensorBoard event files.
+
+``WORKDIR/metrics.jsonl`` holds one JSON object per logging step (``step``, ``time`` and the
+values); ``WORKDIR/tensorboard/`` holds the same values as scalars (``train/<name>``, and
+``validation/<name>`` for values logged as ``val_<name>``), written by tensorboardX, so no
+TensorFlow is needed (``tensorboard --logdir=WORKDIR/tensorboard`` shows them). Only process 0
+writes.
+
+A run resumed from step S replays the steps after S: lines logged after S by the interrupted run
+are dropped from ``metrics.jsonl`` and TensorBoard is told to purge its events after S, so both
+hold each step once.
+"""
+
+import json
+import os
+import time
+
+from tensorboardX import SummaryWriter
+
+from agg_jax import fileio
+
+JSONL = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+
+
+def tag(name: str) -> str:
+  """The TensorBoard tag of a logged value: ``val_ap`` -> ``validation/ap``, ``loss`` ->
+  ``train/loss``."""
+  if name.startswith("val_"):
+    return "validation/" + name[len("val_"):]
+  return "train/" + name
+
+
+class TrainLog:
+  """Appends metrics to the run's JSON lines and TensorBoard events (process 0 only)."""
+
+  def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
+    self.path = os.path.join(workdir, JSONL)
+    self.enabled = enabled
+    self._writer = None
+    if enabled:
+      if start_step:
+        self._forget_after(start_step)
+      # Event files are read in name order, whose prefix is the second the file was opened; the
+      # suffix keeps a restart within the same second from reusing the name, and in order.
+      self._writer = SummaryWriter(os.path.join(workdir, TENSORBOARD),
+                                   purge_step=start_step + 1 if start_step else None,
+                                   filename_suffix=f".from-step-{start_step:012d}")
+
+  def _forget_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
+      return
+    with open(self.path, encoding="utf-8") as f:
+      lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+      except (ValueError, KeyError, TypeError):
+        pass  # A torn last line of an interrupted run.
+    if len(kept) != len(lines):
+      fileio.atomic_write_text(self.path, "".join(kept))
+
+  def write(self, step: int, **values: float) -> None:
+    if not self.enabled:
+      return
+    fileio.append_durably(self.path, json.dumps({"step": step, "time": time.time(), **values})
+                          + "\n")
+    for name, value in values.items():
+      self._writer.add_scalar(tag(name), value, step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
