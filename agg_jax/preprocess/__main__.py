@@ -65,7 +65,8 @@ def main(argv) -> int:
       models.find_model(models.CNN_DETECTOR)
     if FLAGS.beam or FLAGS.beam_options:
       summary = beam.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
-                         retry_errors=FLAGS.retry_errors, options=FLAGS.beam_options)
+                         retry_errors=FLAGS.retry_errors, options=FLAGS.beam_options,
+                         progress=FLAGS.progress)
     else:
       summary = runner.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
                            retry_errors=FLAGS.retry_errors, progress=FLAGS.progress)

@@ -17,21 +17,25 @@ Default options: Beam's local FnApiRunner (what the DirectRunner runs a batch pi
 its attempt to download the Prism runner first) with ``workers`` processes
 (``multi_processing``; one worker runs ``in_memory``). Beam's own logging, its workers' included,
 goes to ``DIR/beam.log`` (the launcher's standard error is pointed there while the pipeline
-runs), so the console shows the closing summary, as a local run does.
+runs); the console shows the progress bar, fed from the parts as they grow, and the closing
+summary, as a local run does.
 apache-beam is optional: ``pip install 'agg_jax[beam]'``.
 """
 
 import contextlib
+import glob
+import json
 import logging
 import os
 import shlex
 import sys
+import threading
 import time
 import uuid
 
 from agg_jax.preprocess import manifest as manifest_lib
 from agg_jax.preprocess.pipeline import Processor, Settings
-from agg_jax.preprocess.runner import Summary, UsageProblem, plan
+from agg_jax.preprocess.runner import Progress, Summary, UsageProblem, plan
 from agg_jax.preprocess.sources import Source
 
 NAMESPACE = "agg_jax.preprocess"
@@ -55,17 +59,55 @@ def import_beam():
 @contextlib.contextmanager
 def _stderr_to(path: str):
   """Points file descriptor 2 (this process's and its children's standard error) at ``path``
-  (appending) for the duration."""
+  (appending) for the duration; yields a text stream to the real standard error."""
   sys.stderr.flush()
   saved = os.dup(2)
   with open(path, "ab") as f:
     os.dup2(f.fileno(), 2)
+  console = os.fdopen(os.dup(saved), "w")
   try:
-    yield
+    yield console
   finally:
+    console.close()
     sys.stderr.flush()
     os.dup2(saved, 2)
     os.close(saved)
+
+
+class _PartsWatcher(threading.Thread):
+  """Feeds ``progress`` with the sources that appear in the workers' manifest parts."""
+
+  def __init__(self, out_dir: str, progress: Progress, every: float = 0.5):
+    super().__init__(daemon=True)
+    self.pattern = os.path.join(out_dir, manifest_lib.PARTS, "*.jsonl")
+    self.progress = progress
+    self.every = every
+    self.offsets: dict[str, int] = {}
+    self.stopped = threading.Event()
+
+  def poll(self) -> None:
+    for part in sorted(glob.glob(self.pattern)):
+      offset = self.offsets.get(part, 0)
+      with open(part, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+      end = data.rfind(b"\n") + 1  # Whole lines only; a line being written waits.
+      self.offsets[part] = offset + end
+      for line in data[:end].splitlines():
+        try:
+          entry = json.loads(line)
+          self.progress.add(entry["source"], entry["records"])
+        except (ValueError, KeyError, TypeError):
+          pass  # The manifest reports torn lines when it folds the parts in.
+
+  def run(self) -> None:
+    while not self.stopped.wait(self.every):
+      self.poll()
+
+  def stop(self) -> None:
+    self.stopped.set()
+    self.join()
+    self.poll()
 
 
 def default_options(workers: int) -> list[str]:
@@ -108,7 +150,8 @@ def make_align_fn(beam):
 
 
 def run(inputs: list[str], out_dir: str, settings: Settings = Settings(), workers: int = 1,
-        retry_errors: bool = False, options: str | list[str] | None = None) -> Summary:
+        retry_errors: bool = False, options: str | list[str] | None = None,
+        progress: bool = True) -> Summary:
   """Processes every source under ``inputs`` into ``out_dir`` with a Beam pipeline.
 
   ``options``: Beam pipeline options (a command-line string or list), by default
@@ -124,11 +167,20 @@ def run(inputs: list[str], out_dir: str, settings: Settings = Settings(), worker
         options or default_options(workers))
     log = os.path.join(out_dir, LOG)
     try:
-      with _stderr_to(log), beam.Pipeline(options=pipeline_options) as p:
-        _ = (p
-             | "Sources" >> beam.Create(todo)
-             | "Spread" >> beam.Reshuffle()
-             | "Align" >> beam.ParDo(make_align_fn(beam)(settings, os.path.abspath(out_dir))))
+      with _stderr_to(log) as console:
+        bar = Progress(todo, settings, Summary(), enabled=progress, file=console)
+        watcher = _PartsWatcher(out_dir, bar)
+        watcher.start()
+        try:
+          with beam.Pipeline(options=pipeline_options) as p:
+            _ = (p
+                 | "Sources" >> beam.Create(todo)
+                 | "Spread" >> beam.Reshuffle()
+                 | "Align" >> beam.ParDo(make_align_fn(beam)(settings,
+                                                             os.path.abspath(out_dir))))
+        finally:
+          watcher.stop()
+          bar.close()
     except Exception as e:
       raise RuntimeError(f"the Beam pipeline failed ({type(e).__name__}: {e}); its log is "
                          f"{log}; rerun to resume") from e

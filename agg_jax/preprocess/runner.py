@@ -103,23 +103,44 @@ def plan(inputs: list[str], out_dir: str, settings: Settings, retry_errors: bool
   return manifest, todo, summary
 
 
+class Progress:
+  """A run's progress bar: frames (a video counts as its sampled frames until its records say
+  otherwise), files done, ok / no face / errors; counts go into ``summary``."""
+
+  def __init__(self, todo: list[Source], settings: Settings, summary: Summary,
+               enabled: bool = True, file=None):
+    self.expected = {s.path: settings.frames if s.kind == "video" else 1 for s in todo}
+    self.summary = summary
+    self.files = 0
+    self.bar = tqdm(total=sum(self.expected.values()), unit="frame", desc="aligning",
+                    smoothing=0.1, dynamic_ncols=True, disable=not enabled or not todo,
+                    file=file)
+
+  def add(self, source_path: str, records: list[dict]) -> None:
+    self.files += 1
+    self.summary.count(source_path, records)
+    expected = self.expected.get(source_path, len(records))
+    if len(records) != expected:
+      self.bar.total += len(records) - expected
+    self.bar.update(len(records))
+    s = self.summary
+    self.bar.set_postfix_str(f"files {self.files}/{len(self.expected)}, ok {s.ok}, no face "
+                             f"{s.no_face}, errors {s.errors}", refresh=False)
+
+  def close(self) -> None:
+    self.bar.close()
+
+
 def run(inputs: list[str], out_dir: str, settings: Settings = Settings(), workers: int = 1,
         retry_errors: bool = False, progress: bool = True) -> Summary:
   """Processes every source under ``inputs`` into ``out_dir``; returns the summary."""
   start = time.time()
   manifest, todo, summary = plan(inputs, out_dir, settings, retry_errors)
-  expected = {s.path: settings.frames if s.kind == "video" else 1 for s in todo}
-  bar = tqdm(total=sum(expected.values()), unit="frame", desc="aligning", smoothing=0.1,
-             dynamic_ncols=True, disable=not progress or not todo)
+  bar = Progress(todo, settings, summary, enabled=progress)
   try:
-    for done, (source, records) in enumerate(_execute(todo, settings, out_dir, workers), 1):
+    for source, records in _execute(todo, settings, out_dir, workers):
       manifest.append(records)
-      summary.count(source.path, records)
-      if len(records) != expected[source.path]:
-        bar.total += len(records) - expected[source.path]
-      bar.update(len(records))
-      bar.set_postfix_str(f"files {done}/{len(todo)}, ok {summary.ok}, no face "
-                          f"{summary.no_face}, errors {summary.errors}", refresh=False)
+      bar.add(source.path, records)
   finally:
     bar.close()
   summary.seconds = time.time() - start

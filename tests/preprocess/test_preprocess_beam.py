@@ -51,6 +51,14 @@ def test_beam_run_writes_the_records_of_a_local_run(tmp_path):
   assert again.skipped_done == again.sources and again.frames == 0
 
 
+def test_the_progress_bar_follows_the_workers_parts(tmp_path, capfd):
+  _noise_images(tmp_path / "in", 3)
+  beam.run([str(tmp_path / "in")], str(tmp_path / "out"), workers=1)
+  err = capfd.readouterr().err
+  assert "aligning: 100%" in err and "files 3/3, ok 0, no face 3, errors 0" in err
+  assert "apache_beam" not in err  # Beam's own logging went to beam.log.
+
+
 def test_a_pipeline_that_dies_keeps_what_it_finished(tmp_path, monkeypatch):
   _noise_images(tmp_path / "in", 6)
   calls = []
