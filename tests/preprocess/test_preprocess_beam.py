@@ -81,6 +81,14 @@ def test_a_pipeline_that_dies_keeps_what_it_finished(tmp_path, monkeypatch):
       str(p) for p in (tmp_path / "in").iterdir())
 
 
+def test_beam_options_choose_the_runner(tmp_path):
+  """The DirectRunner named explicitly (offline, it falls back from Prism to the FnApiRunner)."""
+  _noise_images(tmp_path / "in", 2)
+  summary = beam.run([str(tmp_path / "in")], str(tmp_path / "out"),
+                     options="--runner=DirectRunner --direct_num_workers=1", progress=False)
+  assert summary.no_face == 2 and len(read_records(str(tmp_path / "out"))) == 2
+
+
 def test_manifest_folds_in_parts_last_write_wins(tmp_path):
   out = tmp_path / "out"
   out.mkdir()
