@@ -1,6 +1,7 @@
 """Crash-safe file writes: a reader (or a rerun after a crash) never sees half a file, and an
 appended line is on disk before the call returns."""
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -43,3 +44,27 @@ def append_durably(path: str | os.PathLike, text: str) -> None:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
+
+
+def read_json_lines(path: str | os.PathLike, required: tuple[str, ...] = ()
+                    ) -> tuple[list[dict], int, bool]:
+  """(objects, lines dropped, whether the file ends with a newline) of a JSON-lines journal.
+
+  A line that is not a JSON object holding the ``required`` keys (the torn last line of a
+  killed writer) is dropped and counted; blank lines are skipped.
+  """
+  with open(path, "rb") as f:
+    data = f.read()
+  objects, dropped = [], 0
+  for line in data.split(b"\n"):
+    if not line.strip():
+      continue
+    try:
+      obj = json.loads(line)
+    except ValueError:
+      obj = None
+    if isinstance(obj, dict) and all(key in obj for key in required):
+      objects.append(obj)
+    else:
+      dropped += 1
+  return objects, dropped, not data or data.endswith(b"\n")

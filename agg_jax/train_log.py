@@ -50,17 +50,10 @@ class TrainLog:
   def _forget_after(self, step: int) -> None:
     if not os.path.exists(self.path):
       return
-    with open(self.path, encoding="utf-8") as f:
-      lines = [line for line in f if line.strip()]
-    kept = []
-    for line in lines:
-      try:
-        if json.loads(line)["step"] <= step:
-          kept.append(line if line.endswith("\n") else line + "\n")
-      except (ValueError, KeyError, TypeError):
-        pass  # A torn last line of an interrupted run.
-    if len(kept) != len(lines):
-      fileio.atomic_write_text(self.path, "".join(kept))
+    lines, dropped, terminated = fileio.read_json_lines(self.path, ("step",))
+    kept = [line for line in lines if line["step"] <= step]
+    if dropped or not terminated or len(kept) != len(lines):
+      fileio.atomic_write_text(self.path, "".join(json.dumps(line) + "\n" for line in kept))
 
   def write(self, step: int, **values: float) -> None:
     if not self.enabled:

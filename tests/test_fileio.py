@@ -35,3 +35,11 @@ def test_append_durably_creates_the_folder_and_appends(tmp_path, monkeypatch):
   fileio.append_durably(path, "two\n")
   assert path.read_text() == "one\ntwo\n"
   assert len(synced) == 2
+
+
+def test_read_json_lines_drops_torn_and_incomplete_lines(tmp_path):
+  path = tmp_path / "log.jsonl"
+  path.write_text('{"step": 1}\n\n[2]\n{"other": 3}\n{"step": 4}\n{"step": 5, "lo')
+  assert fileio.read_json_lines(path, ("step",)) == ([{"step": 1}, {"step": 4}], 3, False)
+  path.write_text('{"step": 1}\n')
+  assert fileio.read_json_lines(path) == ([{"step": 1}], 0, True)

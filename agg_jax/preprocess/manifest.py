@@ -44,17 +44,10 @@ class Manifest:
     self.by_source: dict[str, list[dict]] = defaultdict(list)
     self.dropped_lines = 0
     if os.path.exists(self.path):
-      with open(self.path, "rb") as f:
-        lines = f.read().split(b"\n")
-      for line in lines:
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-          self.by_source[record["source"]].append(record)
-        except (ValueError, KeyError, TypeError):
-          self.dropped_lines += 1
-      if self.dropped_lines or (lines and lines[-1]):
+      records, self.dropped_lines, terminated = fileio.read_json_lines(self.path, ("source",))
+      for record in records:
+        self.by_source[record["source"]].append(record)
+      if self.dropped_lines or not terminated:
         self._rewrite()
     self._absorb_parts()
 
@@ -101,19 +94,11 @@ class Manifest:
     parts = sorted(glob.glob(os.path.join(self.out_dir, PARTS, "*.jsonl")))
     if not parts:
       return
-    latest = {}
     for part in parts:
-      with open(part, "rb") as f:
-        for line in f.read().split(b"\n"):
-          if not line.strip():
-            continue
-          try:
-            entry = json.loads(line)
-            latest[entry["source"]] = list(entry["records"])
-          except (ValueError, KeyError, TypeError):
-            self.dropped_lines += 1
-    for source, records in latest.items():
-      self.by_source[source] = records
+      entries, dropped, _ = fileio.read_json_lines(part, ("source", "records"))
+      self.dropped_lines += dropped
+      for entry in entries:
+        self.by_source[entry["source"]] = list(entry["records"])
     self._rewrite()
     for part in parts:
       os.remove(part)
