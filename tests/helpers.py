@@ -1,0 +1,46 @@
+"""What the tests share: paths, the faces-mini data, and running agg_jax commands as a user does.
+
+In CI (`CI=true`, set by `.ci/run`) nothing may be skipped for want of a package, a backend or
+the shared data: `tests/conftest.py` turns every skip into a failure there, so a missing
+dependency shows up red instead of silently shrinking the suite.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FACES_MINI = SHARED / "data" / "faces-mini"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+requires_faces_mini = pytest.mark.skipif(
+    not FACES_MINI.is_dir(),
+    reason=f"faces-mini data not found at {FACES_MINI} (it lives in the project's shared "
+    "folder, beside the clone)")
+
+
+def faces_mini(folder: str, n: int | None = None, start: int = 0) -> list[str]:
+  """Sorted paths of the JPEGs in a faces-mini folder (e.g. "real/yonsei"), n from `start`."""
+  paths = sorted(str(p) for p in (FACES_MINI / folder).glob("*.jpg"))
+  return paths[start:] if n is None else paths[start:start + n]
+
+
+def run_module(module: str, *args, env: dict | None = None, timeout: float = 900,
+               cwd: str | os.PathLike = REPO) -> subprocess.CompletedProcess:
+  """`python -m <module> <args>` in a subprocess, as a user runs it; captures text output."""
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd,
+                        capture_output=True, text=True, timeout=timeout,
+                        env=None if env is None else {**os.environ, **env})
+
+
+def one_line_error(out: subprocess.CompletedProcess, prog: str) -> str:
+  """The single `<prog>: error: ...` line of a failed command (asserts there is no traceback)."""
+  assert out.returncode != 0, out.stdout[-2000:]
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  lines = [line for line in out.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+  assert len(lines) == 1, out.stderr[-3000:]
+  return lines[0]
