@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agg_jax import checkpoint, data, fileio, models, sharding, tables
+from agg_jax import checkpoint, data, fileio, models, run, sharding, tables
 from agg_jax.data import Dataset, Split, eval_batches
 from agg_jax.metrics import compute_metrics
 
@@ -46,7 +46,7 @@ def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str,
   for name, split in dataset.test.items():
     scores = score_split(predict, variables, split, config.train.eval_batch_size, mesh)
     if jax.process_index() == 0:
-      tables.save_scores(os.path.join(results_dir, "scores", f"{name}.npz"), scores=scores,
+      run.save_scores(os.path.join(results_dir, "scores", f"{name}.npz"), scores=scores,
                          labels=split.labels, ids=split.ids, video_ids=split.video_ids)
     per_test[name] = compute_metrics(split.labels, scores, video_ids=split.video_ids)
   results = {"model": config.model.name, "head": config.model.head,
