@@ -37,6 +37,80 @@ def test_frame_metrics_match_scikit_learn():
   assert frame["num_real"] == 400 - labels.sum()
 
 
+# Worked by hand. AP is scikit-learn's step-wise sum over the distinct thresholds t, from the
+# highest down: AP = sum_t (R(t) - R(t_prev)) * P(t), with P(t) and R(t) the precision and recall
+# of calling every score >= t fake; tied scores enter together. Without ties this is the mean,
+# over the fakes, of the precision at each fake's rank. ROC-AUC is the fraction of (fake, real)
+# pairs in which the fake scores higher, a tie counting half. Accuracy calls score >= threshold
+# fake (a score exactly at the threshold is a fake call).
+HAND_CASES = [
+    pytest.param(
+        # Ranked: 0.9 fake, 0.8 real, 0.7 fake, 0.4 fake, 0.2 real.
+        [0, 1, 1, 0, 1], [0.8, 0.4, 0.9, 0.2, 0.7], 0.7,
+        # The fakes sit at ranks 1, 3, 4: precisions 1/1, 2/3, 3/4.
+        (1 + 2 / 3 + 3 / 4) / 3,  # = 29/36
+        # Fakes 0.9, 0.7, 0.4 against reals 0.8, 0.2: 0.9 beats both, 0.7 and 0.4 beat 0.2 only.
+        (2 + 1 + 1) / 6,
+        # Called fake: 0.8, 0.9, 0.7 (at the threshold). Right: 0.9, 0.7, 0.2 (real, below).
+        3 / 5,
+        id="no-ties"),
+    pytest.param(
+        # Fakes 0.8, 0.5, 0.5; reals 0.8, 0.5, 0.1: every fake is tied with a real.
+        [0, 1, 0, 1, 0, 1], [0.5, 0.5, 0.8, 0.8, 0.1, 0.5], 0.5,
+        # t = 0.8: 1 fake + 1 real called, P = 1/2, R = 1/3. t = 0.5: 3 fakes + 2 reals called,
+        # P = 3/5, R = 1. t = 0.1 adds no recall.
+        1 / 3 * 1 / 2 + (1 - 1 / 3) * 3 / 5,  # = 17/30
+        # Fake 0.8: tie, beats 0.5, beats 0.1 -> 2.5; each fake 0.5: loses, tie, beats -> 1.5.
+        (2.5 + 1.5 + 1.5) / 9,  # = 11/18
+        # Called fake: all but 0.1; right: the three fakes and the real at 0.1.
+        4 / 6,
+        id="tied-scores"),
+]
+
+
+@pytest.mark.parametrize("labels, scores, threshold, ap, roc_auc, accuracy", HAND_CASES)
+def test_frame_metrics_match_values_worked_by_hand(labels, scores, threshold, ap, roc_auc,
+                                                   accuracy):
+  frame = metrics.compute_metrics(labels, scores, threshold=threshold)["frame"]
+  assert frame["ap"] == pytest.approx(ap, abs=1e-12)
+  assert frame["roc_auc"] == pytest.approx(roc_auc, abs=1e-12)
+  assert frame["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+  # The same values from scikit-learn, a second reference for the hand arithmetic.
+  assert ap == pytest.approx(sk_metrics.average_precision_score(labels, scores), abs=1e-12)
+  assert roc_auc == pytest.approx(sk_metrics.roc_auc_score(labels, scores), abs=1e-12)
+
+
+def _stepwise_ap(labels, scores):
+  """AP as a loop over the distinct thresholds, highest first (tied scores enter together)."""
+  num_fake, ap, recall = sum(labels), 0.0, 0.0
+  for t in sorted(set(scores), reverse=True):
+    called = [label for label, score in zip(labels, scores) if score >= t]
+    new_recall = sum(called) / num_fake
+    ap += (new_recall - recall) * sum(called) / len(called)
+    recall = new_recall
+  return ap
+
+
+def _pairwise_auc(labels, scores):
+  """The fraction of (fake, real) pairs ranked correctly, a tie counting half."""
+  fakes = [s for label, s in zip(labels, scores) if label == 1]
+  reals = [s for label, s in zip(labels, scores) if label == 0]
+  wins = sum(1.0 if f > r else 0.5 if f == r else 0.0 for f in fakes for r in reals)
+  return wins / (len(fakes) * len(reals))
+
+
+def test_frame_metrics_on_many_tied_scores_match_the_definitions():
+  labels, scores = _random_set(seed=1, n=200)
+  scores = np.round(scores * 20) / 20  # 21 distinct values: most scores are tied
+  labels, scores = labels.tolist(), scores.tolist()
+  frame = metrics.compute_metrics(labels, scores, threshold=0.5)["frame"]
+  assert frame["ap"] == pytest.approx(_stepwise_ap(labels, scores), abs=1e-12)
+  assert frame["roc_auc"] == pytest.approx(_pairwise_auc(labels, scores), abs=1e-12)
+  correct = sum((score >= 0.5) == (label == 1) for label, score in zip(labels, scores))
+  assert frame["accuracy"] == pytest.approx(correct / len(labels), abs=1e-12)
+  assert sum(score == 0.5 for score in scores) > 0  # scores at the threshold are exercised
+
+
 @pytest.mark.parametrize(
     "labels, scores, eer",
     [
@@ -65,6 +139,10 @@ def test_video_level_averages_frames_of_each_video():
   assert result["video"]["roc_auc"] == pytest.approx(
       sk_metrics.roc_auc_score(video_labels, video_scores)
   )
+  # By hand: ranked 0.7 fake, 0.4 real, 0.3 real, 0.2 fake: AP = (1/1 + 2/4) / 2; of the four
+  # (fake, real) pairs only 0.7's two are ranked correctly.
+  assert result["video"]["ap"] == pytest.approx(0.75, abs=1e-12)
+  assert result["video"]["roc_auc"] == pytest.approx(0.5, abs=1e-12)
   assert result["video"]["accuracy"] == pytest.approx(0.75)  # c (fake, 0.2) is missed
 
 
