@@ -3,6 +3,8 @@
 No timm or torchvision checkpoint can be downloaded here, so each layout is checked against key
 names and shapes of the published checkpoints, then round-tripped through `.pth` and
 `.safetensors` files: state dict -> our variables must give back exactly what was written.
+A round trip cannot catch a mapping that swaps two same-shaped tensors, so a hand-written table
+of published keys -> our variables is checked too.
 """
 
 import jax
@@ -78,6 +80,119 @@ def test_layout_uses_published_keys_and_round_trips(layout, name, published, tmp
     assert got.keys() == variables.keys()
     for key, value in variables.items():
       np.testing.assert_array_equal(got[key], value, err_msg=f"{file}: {key}")
+
+
+# Written by hand from each library's module names and our parameter tree (not from
+# `pytorch.pairs`): published key -> (our variable, how the tensor is laid out there).
+# "conv": OIHW -> HWIO. "dw": PyTorch's depthwise (C, 1, k, k) -> our DepthwiseConv kernel
+# (k, k, 1, C). "linear": (out, in) -> (in, out). "vector": unchanged (biases, batch norm).
+# Flat block indices: EfficientNetV2-S stages hold 2, 4, 4, 6, 9, 15 blocks, so the first block
+# of the fourth stage (the first MBConv, with squeeze-excite) is blocks_10 and the last is
+# blocks_39; EfficientNet-B0's blocks are numbered 0..15 in every layout.
+HAND_MAPPINGS = [
+    ("timm", "efficientnetv2_s", {
+        "conv_stem.weight": ("params/stem_conv/kernel", "conv"),
+        "bn1.weight": ("params/stem_bn/scale", "vector"),
+        "blocks.0.0.conv.weight": ("params/blocks_0/conv/kernel", "conv"),
+        "blocks.1.0.conv_exp.weight": ("params/blocks_2/expand_conv/kernel", "conv"),
+        "blocks.3.0.conv_pw.weight": ("params/blocks_10/expand_conv/kernel", "conv"),
+        "blocks.3.0.conv_dw.weight": ("params/blocks_10/dw_conv/kernel", "dw"),
+        "blocks.3.0.bn2.weight": ("params/blocks_10/dw_bn/scale", "vector"),
+        "blocks.3.0.bn2.bias": ("params/blocks_10/dw_bn/bias", "vector"),
+        "blocks.3.0.bn2.running_mean": ("batch_stats/blocks_10/dw_bn/mean", "vector"),
+        "blocks.3.0.bn2.running_var": ("batch_stats/blocks_10/dw_bn/var", "vector"),
+        "blocks.3.0.se.conv_reduce.weight": ("params/blocks_10/se/reduce/kernel", "conv"),
+        "blocks.3.0.se.conv_reduce.bias": ("params/blocks_10/se/reduce/bias", "vector"),
+        "blocks.3.0.se.conv_expand.weight": ("params/blocks_10/se/expand/kernel", "conv"),
+        "blocks.3.0.se.conv_expand.bias": ("params/blocks_10/se/expand/bias", "vector"),
+        "blocks.3.0.conv_pwl.weight": ("params/blocks_10/project_conv/kernel", "conv"),
+        "blocks.3.0.bn3.running_var": ("batch_stats/blocks_10/project_bn/var", "vector"),
+        "blocks.5.14.conv_pwl.weight": ("params/blocks_39/project_conv/kernel", "conv"),
+        "conv_head.weight": ("params/head_conv/kernel", "conv"),
+        "bn2.running_mean": ("batch_stats/head_bn/mean", "vector"),
+        "classifier.weight": ("params/classifier/kernel", "linear"),
+        "classifier.bias": ("params/classifier/bias", "vector"),
+    }),
+    ("torchvision_efficientnet", "tv_efficientnetv2_s", {
+        "features.0.0.weight": ("params/stem_conv/kernel", "conv"),
+        "features.0.1.weight": ("params/stem_bn/scale", "vector"),
+        "features.1.0.block.0.0.weight": ("params/blocks_0/conv/kernel", "conv"),
+        "features.2.0.block.0.0.weight": ("params/blocks_2/expand_conv/kernel", "conv"),
+        "features.2.0.block.1.0.weight": ("params/blocks_2/project_conv/kernel", "conv"),
+        "features.4.0.block.0.0.weight": ("params/blocks_10/expand_conv/kernel", "conv"),
+        "features.4.0.block.1.0.weight": ("params/blocks_10/dw_conv/kernel", "dw"),
+        "features.4.0.block.1.1.weight": ("params/blocks_10/dw_bn/scale", "vector"),
+        "features.4.0.block.1.1.bias": ("params/blocks_10/dw_bn/bias", "vector"),
+        "features.4.0.block.1.1.running_mean": ("batch_stats/blocks_10/dw_bn/mean", "vector"),
+        "features.4.0.block.1.1.running_var": ("batch_stats/blocks_10/dw_bn/var", "vector"),
+        "features.4.0.block.2.fc1.weight": ("params/blocks_10/se/reduce/kernel", "conv"),
+        "features.4.0.block.2.fc1.bias": ("params/blocks_10/se/reduce/bias", "vector"),
+        "features.4.0.block.2.fc2.weight": ("params/blocks_10/se/expand/kernel", "conv"),
+        "features.4.0.block.2.fc2.bias": ("params/blocks_10/se/expand/bias", "vector"),
+        "features.4.0.block.3.0.weight": ("params/blocks_10/project_conv/kernel", "conv"),
+        "features.4.0.block.3.1.running_var": ("batch_stats/blocks_10/project_bn/var", "vector"),
+        "features.6.14.block.3.0.weight": ("params/blocks_39/project_conv/kernel", "conv"),
+        "features.7.0.weight": ("params/head_conv/kernel", "conv"),
+        "features.7.1.running_mean": ("batch_stats/head_bn/mean", "vector"),
+        "classifier.1.weight": ("params/classifier/kernel", "linear"),
+        "classifier.1.bias": ("params/classifier/bias", "vector"),
+    }),
+    ("efficientnet_pytorch", "efficientnet_b0", {
+        "_conv_stem.weight": ("params/stem_conv/kernel", "conv"),
+        "_bn0.weight": ("params/stem_bn/scale", "vector"),
+        "_blocks.0._depthwise_conv.weight": ("params/blocks_0/dw_conv/kernel", "dw"),
+        "_blocks.0._bn1.weight": ("params/blocks_0/dw_bn/scale", "vector"),
+        "_blocks.0._bn1.bias": ("params/blocks_0/dw_bn/bias", "vector"),
+        "_blocks.0._bn1.running_mean": ("batch_stats/blocks_0/dw_bn/mean", "vector"),
+        "_blocks.0._bn1.running_var": ("batch_stats/blocks_0/dw_bn/var", "vector"),
+        "_blocks.0._se_reduce.weight": ("params/blocks_0/se/reduce/kernel", "conv"),
+        "_blocks.0._se_reduce.bias": ("params/blocks_0/se/reduce/bias", "vector"),
+        "_blocks.0._se_expand.weight": ("params/blocks_0/se/expand/kernel", "conv"),
+        "_blocks.0._se_expand.bias": ("params/blocks_0/se/expand/bias", "vector"),
+        "_blocks.0._project_conv.weight": ("params/blocks_0/project_conv/kernel", "conv"),
+        "_blocks.0._bn2.running_var": ("batch_stats/blocks_0/project_bn/var", "vector"),
+        "_blocks.1._expand_conv.weight": ("params/blocks_1/expand_conv/kernel", "conv"),
+        "_blocks.1._bn0.running_mean": ("batch_stats/blocks_1/expand_bn/mean", "vector"),
+        "_blocks.15._project_conv.weight": ("params/blocks_15/project_conv/kernel", "conv"),
+        "_conv_head.weight": ("params/head_conv/kernel", "conv"),
+        "_bn1.bias": ("params/head_bn/bias", "vector"),
+        "_fc.weight": ("params/classifier/kernel", "linear"),
+        "_fc.bias": ("params/classifier/bias", "vector"),
+    }),
+]
+
+# Written index by index: ours[h, w, i, o] = torch[o, i, h, w]; a depthwise (C, 1, k, k) tensor
+# is the same rule with i = 0 and o = the channel; a linear layer's ours[i, o] = torch[o, i].
+EXPECTED_LAYOUT = {"conv": lambda t: np.einsum("oihw->hwio", t),
+                   "dw": lambda t: np.einsum("cihw->hwic", t),
+                   "linear": lambda t: np.einsum("oi->io", t),
+                   "vector": lambda t: t}
+
+
+def _distinct_random_state(layout, name, seed=1):
+  """Every key of the layout, each with its own random values (no two tensors alike)."""
+  shapes = {k: v.shape for k, v in _state_dict(layout, name, _random_variables(name)).items()}
+  rng = np.random.default_rng(seed)
+  return {key: rng.normal(size=shape).astype(np.float32) for key, shape in shapes.items()}
+
+
+@pytest.mark.parametrize("layout, name, mapping", HAND_MAPPINGS)
+def test_published_keys_land_in_the_hand_listed_variables(layout, name, mapping, tmp_path):
+  state = _distinct_random_state(layout, name)
+  assert pytorch.layout(state) == layout
+  for key, (_, kind) in mapping.items():
+    assert key in state, f"{layout}: the mapping has no {key}"
+    if kind == "dw":
+      assert state[key].shape[1] == 1, f"{key} is not a depthwise (C, 1, k, k) tensor"
+  torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "w.pth")
+  got = flatten(weights.convert("torch", str(tmp_path / "w.pth"), name))
+  for key, (path, kind) in mapping.items():
+    assert path in got, f"{layout}: no variable {path}"
+    np.testing.assert_array_equal(got[path], EXPECTED_LAYOUT[kind](state[key]),
+                                  err_msg=f"{layout}: {key} -> {path} ({kind})")
+  # The check can tell same-shaped tensors apart (batch-norm scale/bias, mean/var, ...).
+  listed = [state[key].tobytes() for key in mapping]
+  assert len(set(listed)) == len(listed)
 
 
 def test_torchvision_weights_need_the_symmetric_padding_model(tmp_path):
