@@ -6,7 +6,7 @@ One job per module:
   detect     dlib face detection (HOG, or CNN), largest face, tracking in videos
   landmarks  dlib 68-point landmarks; the eye centres ("center of mass")
   quality    plausibility checks of a landmark fit (the manifest's ``quality``)
-  models     where dlib's model files are found
+  dlib_models  where dlib's model files are found
   align      the margin crop and the similarity warp: the left eye lands on a fixed point
   smooth     temporal smoothing of the alignment in videos
   sources    discovering inputs, output paths that mirror the input tree

@@ -19,7 +19,7 @@ import sys
 
 from absl import app, flags
 
-from agg_jax.preprocess import beam, frames, images, models, runner
+from agg_jax.preprocess import beam, dlib_models, frames, images, runner
 from agg_jax.preprocess.detect import DETECTORS
 from agg_jax.preprocess.pipeline import Settings
 
@@ -62,7 +62,7 @@ def main(argv) -> int:
                       max_pixels=int(FLAGS.max_megapixels * 1e6))
   try:
     if settings.detector == "cnn":
-      models.find_model(models.CNN_DETECTOR)
+      dlib_models.find_model(dlib_models.CNN_DETECTOR)
     if FLAGS.beam or FLAGS.beam_options:
       summary = beam.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
                          retry_errors=FLAGS.retry_errors, options=FLAGS.beam_options,
@@ -70,7 +70,7 @@ def main(argv) -> int:
     else:
       summary = runner.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
                            retry_errors=FLAGS.retry_errors, progress=FLAGS.progress)
-  except (runner.UsageProblem, models.ModelNotFoundError) as e:
+  except (runner.UsageProblem, dlib_models.ModelNotFoundError) as e:
     return _fail(str(e))
   except RuntimeError as e:  # Worker processes that cannot run at all, a failed pipeline.
     print(f"agg_jax.preprocess: {e}", file=sys.stderr)

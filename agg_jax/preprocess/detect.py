@@ -31,7 +31,7 @@ import cv2
 import dlib
 import numpy as np
 
-from agg_jax.preprocess import models
+from agg_jax.preprocess import dlib_models
 
 DETECTORS = ("hog", "cnn")
 CNN_TO_HOG = (1.13, 0.05, 0.09)  # Width ratio, centre shift x and y in CNN widths.
@@ -60,8 +60,8 @@ class FaceDetector:
     self._cnn_path = None
     if kind == "cnn" or cnn_fallback:
       try:
-        self._cnn_path = models.find_model(models.CNN_DETECTOR)
-      except models.ModelNotFoundError:
+        self._cnn_path = dlib_models.find_model(dlib_models.CNN_DETECTOR)
+      except dlib_models.ModelNotFoundError:
         if kind == "cnn":
           raise
 

@@ -10,7 +10,7 @@ import os
 import dlib
 import numpy as np
 
-from agg_jax.preprocess import models
+from agg_jax.preprocess import dlib_models
 
 LEFT_EYE = slice(42, 48)
 RIGHT_EYE = slice(36, 42)
@@ -20,7 +20,7 @@ class Landmarker:
   """``landmarker(rgb, box) -> (68, 2)`` float array of (x, y) in the image's pixels."""
 
   def __init__(self, model_path: str | os.PathLike | None = None):
-    path = model_path or models.find_model(models.LANDMARKS_68)
+    path = model_path or dlib_models.find_model(dlib_models.LANDMARKS_68)
     self._predictor = dlib.shape_predictor(os.fspath(path))
 
   def __call__(self, rgb: np.ndarray, box) -> np.ndarray:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import cv2
 from tqdm import tqdm
 
-from agg_jax.preprocess import models
+from agg_jax.preprocess import dlib_models
 from agg_jax.preprocess.manifest import Manifest
 from agg_jax.preprocess.pipeline import Processor, Settings, make_record
 from agg_jax.preprocess.sources import Source, discover
@@ -92,7 +92,7 @@ def plan(inputs: list[str], out_dir: str, settings: Settings, retry_errors: bool
   check_output(out_dir)
   try:
     sources, skipped_other = discover(inputs, out_dir)
-    models.find_model(models.LANDMARKS_68)
+    dlib_models.find_model(dlib_models.LANDMARKS_68)
     manifest = Manifest(out_dir)
     todo = [s for s in sources if not manifest.done(s.path, settings.key(), retry_errors)]
   except (FileNotFoundError, ValueError) as e:

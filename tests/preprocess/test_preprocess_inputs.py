@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agg_jax.preprocess import models, runner
+from agg_jax.preprocess import dlib_models, runner
 from agg_jax.preprocess.manifest import MANIFEST, Manifest, read_records
 from agg_jax.preprocess.pipeline import Settings
 from agg_jax.preprocess.sources import discover, kind_of
@@ -198,9 +198,9 @@ def test_discovery_mirrors_the_tree_and_sniffs_content(tmp_path):
 
 
 def test_missing_landmark_model_says_how_to_install(monkeypatch, tmp_path):
-  monkeypatch.setattr(models, "search_dirs", lambda: [tmp_path])
-  with pytest.raises(models.ModelNotFoundError) as e:
-    models.find_model(models.LANDMARKS_68)
+  monkeypatch.setattr(dlib_models, "search_dirs", lambda: [tmp_path])
+  with pytest.raises(dlib_models.ModelNotFoundError) as e:
+    dlib_models.find_model(dlib_models.LANDMARKS_68)
   message = str(e.value)
   assert "shape_predictor_68_face_landmarks.dat" in message
   assert "pip install face-recognition-models" in message and "libdlib-data" in message
