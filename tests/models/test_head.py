@@ -38,7 +38,20 @@ def test_score_is_linear_in_the_primitives():
   variables = model.init(jax.random.key(0), x)
   logits, aux = model.apply(variables, x)
   aggregate = variables["params"]["head"]["aggregate"]
-  parts = head_lib.importance(aux["primitives"], aggregate["kernel"])
+  primitives, kernel = np.asarray(aux["primitives"]), np.asarray(aggregate["kernel"])
+  batch, num_blocks, num_primitives = primitives.shape
+  assert kernel.shape == (num_blocks * num_primitives, 1)
+  # Block l's primitives fill rows l * P ... l * P + P - 1 of the concatenation [p_1, ..., p_L].
+  expected = np.zeros_like(primitives)
+  for b in range(batch):
+    for l in range(num_blocks):
+      for k in range(num_primitives):
+        expected[b, l, k] = primitives[b, l, k] * kernel[l * num_primitives + k, 0]
+  parts = np.asarray(head_lib.importance(aux["primitives"], aggregate["kernel"]))
+  np.testing.assert_allclose(parts, expected, rtol=1e-6, atol=1e-7)
+  # The model's own score is that weighted sum: the rows are read in the same order.
+  np.testing.assert_allclose(expected.sum(axis=(1, 2)) + aggregate["bias"][0], logits, rtol=1e-5,
+                             atol=1e-5)
   np.testing.assert_allclose(parts.sum(axis=(1, 2)) + aggregate["bias"][0], logits, rtol=1e-5,
                              atol=1e-5)
 
