@@ -43,7 +43,8 @@ from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.images import read_image
 from agg_jax.preprocess.landmarks import Landmarker, eye_centers
 from agg_jax.preprocess.manifest import read_records
-from agg_jax.preprocess.pipeline import Processor, Settings, iou
+from agg_jax.preprocess.aligner import iou
+from agg_jax.preprocess.pipeline import Processor, Settings
 from agg_jax.preprocess.sources import Source
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-mini"

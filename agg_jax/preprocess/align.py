@@ -24,7 +24,7 @@ where the left eye's position is its "center of mass". Here:
   the face is scaled down by more than 1.25x, so large faces do not alias.
 
 The landmarks are dlib's, refined on the aligned face until they settle
-(``pipeline.Processor._locate``).
+(``aligner.Aligner._locate``).
 A *pose* is the four numbers the transform is built from: left-eye x, y, eye-line angle
 (radians) and log of the margin-expanded box extent; video frames smooth poses over time.
 """

@@ -4,7 +4,7 @@ Record keys: ``source`` (absolute path), ``frame`` (frame index; null for images
 (``ok``, ``no_face`` or ``error: <reason>``), ``output`` (the PNG, relative to the output
 folder; null unless ok), ``faces`` (faces seen), ``box`` (left, top, right, bottom of the face
 used, source pixels, HOG units; see ``detect``), ``landmarks`` (68 x (x, y), source pixels,
-as refined on the aligned face; see ``pipeline.Processor._locate``), ``affine`` (2x3 source ->
+as refined on the aligned face; see ``aligner.Aligner._locate``), ``affine`` (2x3 source ->
 output matrix; in videos from the time-smoothed pose), ``eye`` (left-eye centre of
 ``landmarks``), ``kind``,
 ``detector``, ``search``, ``track`` (videos), ``image_size`` (source width, height),

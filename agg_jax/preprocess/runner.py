@@ -21,6 +21,7 @@ import cv2
 from tqdm import tqdm
 
 from agg_jax.preprocess import dlib_models
+from agg_jax.preprocess.aligner import AlignedFace
 from agg_jax.preprocess.manifest import Manifest
 from agg_jax.preprocess.pipeline import Processor, Settings, make_record
 from agg_jax.preprocess.sources import Source, discover
@@ -188,8 +189,8 @@ def _execute(todo: list[Source], settings: Settings, out_dir: str, workers: int)
             except BrokenProcessPool:
               raise
             except Exception as e:  # pylint: disable=broad-except
-              records = [make_record(source, settings,
-                                     status=f"error: unexpected {type(e).__name__}: {e}")]
+              records = [make_record(source, settings, AlignedFace(
+                  f"error: unexpected {type(e).__name__}: {e}"))]
             del pending[future]
             yield source, records
       except BrokenProcessPool:
@@ -207,7 +208,7 @@ def _execute(todo: list[Source], settings: Settings, out_dir: str, workers: int)
                 f"worker processes died on {crashes} files in a row (last: {source.path}); they "
                 "cannot run here (out of memory? a broken install?). Try --workers=1 to see "
                 "the error") from None
-          records = [make_record(source, settings, status=(
+          records = [make_record(source, settings, AlignedFace(
               "error: the worker process died while processing this file "
               "(a crash in a native decoder or in dlib)"))]
       yield source, records
