@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from agg_jax import models
@@ -49,12 +50,59 @@ def test_logits_baseline_head_works_with_any_backbone(name):
   assert variables["params"]["head"]["kernel"].shape == (1000, 1)
 
 
-def test_from_config_builds_xception_without_stochastic_depth():
-  config = ml_collections.ConfigDict(dict(
-      name="xception", head="aggregation", blocks="all", pool_window=7, hidden=(16,),
-      num_primitives=10, dtype="float32", drop_path_rate=0.2))
-  model = models.from_config(config)
-  assert isinstance(model.backbone, models.Xception)
+def _variables(model, images, seed=0):
+  """Variables without `model.init`, whose compilation takes half a minute on a busy CPU.
+
+  Kernels ~ N(0, 1 / fan_in), batch-norm scale and variance 1, biases and means 0.
+  """
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    if path[-1].key == "kernel":
+      return rng.normal(0.0, np.prod(leaf.shape[:-1]) ** -0.5, leaf.shape).astype(np.float32)
+    return np.full(leaf.shape, 1.0 if path[-1].key in ("scale", "var") else 0.0, np.float32)
+
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _training_forward(model):
+  """Logits of a training step's forward pass, called as agg_jax.train calls it."""
+
+  def forward(variables, images, dropout_rng):
+    (logits, _), _ = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                 rngs={"dropout": dropout_rng})
+    return logits
+
+  jitted = jax.jit(forward)
+  return lambda variables, images, seed: np.asarray(jitted(variables, images,
+                                                           jax.random.key(seed)))
+
+
+def test_from_config_training_output_depends_on_the_dropout_rng_only_with_stochastic_depth():
+  # The same config (drop_path_rate=0.2) for both: Xception has no stochastic depth, so its
+  # training-mode output ignores the dropout rng; EfficientNet drops residual branches with it.
+  fields = dict(head="aggregation", blocks="all", pool_window=7, hidden=(16,),
+                num_primitives=10, dtype="float32", drop_path_rate=0.2)
+  images = jax.random.randint(jax.random.key(0), (4, 32, 32, 3), 0, 256).astype(jnp.uint8)
+
+  xception = models.from_config(ml_collections.ConfigDict(dict(name="xception", **fields)))
+  variables = _variables(xception, images)
+  forward = _training_forward(xception)
+  first = forward(variables, images, 1)
+  assert np.isfinite(first).all() and first.std() > 0
+  np.testing.assert_array_equal(forward(variables, images, 2), first)
+  # Training mode is in effect (batch statistics), so the comparison above is not of eval mode.
+  assert not np.allclose(np.asarray(jax.jit(xception.apply)(variables, images)[0]), first)
+
+  efficientnet = models.from_config(
+      ml_collections.ConfigDict(dict(name="efficientnetv2_tiny", **fields)))
+  variables = _variables(efficientnet, images)
+  forward = _training_forward(efficientnet)
+  first = forward(variables, images, 1)
+  assert np.isfinite(first).all() and first.std() > 0
+  np.testing.assert_array_equal(forward(variables, images, 1), first)
+  assert not np.allclose(forward(variables, images, 2), first)
 
 
 def test_list_models_gives_every_backbone_with_its_parameter_count():
