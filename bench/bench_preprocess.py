@@ -15,9 +15,9 @@ faces: runs the pipeline on ../shared/data/faces-mini (every image, or ``--per_f
   so no detection is needed). The last two differ where a turned face is off the average box;
   faces beyond 5 px in the first or the last are listed.
 video: writes a 640x480 test video from faces-mini photos with known motion
-  (``preprocess.synthetic``), then times, on one process, our video path (tracking + temporal
-  smoothing) and its peer, a naive per-frame loop as most preprocessing scripts do it (dlib HOG
-  with one upsampling on every whole frame, landmarks, the same warp, PNG write). Prints
+  (``tests/synthetic_video.py``), then times, on one process, our video path (tracking +
+  temporal smoothing) and its peer, a naive per-frame loop as most preprocessing scripts do it
+  (dlib HOG with one upsampling on every whole frame, landmarks, the same warp, PNG write). Prints
   aligned frames/s of each and their ratio, and the jitter of each: the true left-eye position
   (the photo's landmarks carried through the known motion and the frame's alignment) across
   consecutive aligned frames, its distance to the template, and the same step for all 68 points.
@@ -29,6 +29,7 @@ beam: the same faces-mini images (``--per_folder``, default 40 per folder for th
 
 import glob
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,14 +39,17 @@ import dlib
 import numpy as np
 from absl import app, flags
 
-from agg_jax.preprocess import align, beam, runner, synthetic
+from agg_jax.preprocess import align, beam, runner
+from agg_jax.preprocess.aligner import iou
 from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.images import read_image
 from agg_jax.preprocess.landmarks import Landmarker, eye_centers
 from agg_jax.preprocess.manifest import read_records
-from agg_jax.preprocess.aligner import iou
 from agg_jax.preprocess.pipeline import Processor, Settings
 from agg_jax.preprocess.sources import Source
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For tests/.
+from tests import synthetic_video  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-mini"
 FOLDERS = ("real/yonsei", "real/amfd", "fake/photoshop", "fake/gan", "fake/sd21")
@@ -199,7 +203,7 @@ def video_part(tmp: str) -> None:
   photo_landmarks = [landmarker(p, detector.detect(p).box) for p in photos]
   video = os.path.join(tmp, "test.mp4")
   per = FLAGS.frames_per_photo
-  matrices = synthetic.make_video(photos, video, per)
+  matrices = synthetic_video.make_video(photos, video, per)
   n = len(matrices)
   print(f"\ntest video: {n} frames 640x480 (mp4v), {FLAGS.photos} photos x {per} frames, moving")
   rows = {}

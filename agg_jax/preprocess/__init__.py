@@ -15,7 +15,6 @@ One job per module:
   pipeline     one source to PNGs and manifest records
   runner       many sources: worker processes, progress, summary
   beam         the same, as an Apache Beam pipeline (optional)
-  synthetic    test videos with known motion made from photos
 
 The alignment convention is documented in ``align``. In memory: ``Aligner(Settings()).image(rgb)``
 (or ``.video(frames)``, ``.file(path)``). Command line: ``python -m agg_jax.preprocess --help``.

@@ -1,36 +1,33 @@
 """Videos: frame sampling as recorded, no frame lost, and no jitter, on a test video with known
 motion made from faces-mini photos. Skipped where the shared data is absent."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
 
-from agg_jax.preprocess import align, synthetic
+from agg_jax.preprocess import align
 from agg_jax.preprocess.detect import FaceDetector
 from agg_jax.preprocess.images import read_image
 from agg_jax.preprocess.landmarks import Landmarker
 from agg_jax.preprocess.pipeline import Processor, Settings
 from agg_jax.preprocess.sources import Source
+from tests import synthetic_video
+from tests.helpers import faces_mini, requires_faces_mini
 
-REPO = Path(__file__).resolve().parents[2]
-FACES_MINI = REPO / ".." / "shared" / "data" / "faces-mini"
 PHOTOS = ("real/yonsei", "real/amfd", "fake/gan")
 PER_PHOTO = 20
 
-pytestmark = pytest.mark.skipif(not FACES_MINI.exists(),
-                                reason=f"faces-mini data not found at {FACES_MINI}")
+pytestmark = requires_faces_mini
 
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
   """(path, photo -> frame matrices, each photo's landmarks)."""
-  photos = [read_image(sorted((FACES_MINI / f).glob("*.jpg"))[3]) for f in PHOTOS]
+  photos = [read_image(faces_mini(f)[3]) for f in PHOTOS]
   detector, landmarker = FaceDetector(), Landmarker()
   landmarks = [landmarker(p, detector.detect(p).box) for p in photos]
   path = tmp_path_factory.mktemp("video") / "moving.mp4"
-  matrices = synthetic.make_video(photos, path, PER_PHOTO)
+  matrices = synthetic_video.make_video(photos, path, PER_PHOTO)
   return str(path), matrices, landmarks
 
 

@@ -1,11 +1,12 @@
-"""Test videos with known motion, made from still photos (for the tests and the benchmark).
+"""Test videos with known motion, made from still photos (for the preprocess tests and
+``bench/bench_preprocess.py``; not part of the library).
 
-Each photo, its edges feathered, drifts over a softly textured background (a new one for each
-photo, like a cut to another scene) along a
-smooth Lissajous path while it slowly turns (+-8 degrees) and breathes in size (+-10%). The
-exact photo -> frame affine matrix of every frame is returned, so the true position of any photo
-point (its eye landmarks, say) is known in every frame, and, through a frame's alignment matrix,
-in every aligned output: jitter can be measured without trusting a landmark detector.
+Each photo, its edges feathered, drifts over a softly textured background (a new one for each photo,
+like a cut to another scene) along a smooth Lissajous path while it slowly turns (+-8 degrees) and
+breathes in size (+-10%). The exact photo -> frame affine matrix of every frame is returned, so the
+true position of any photo point (its eye landmarks, say) is known in every frame, and, through a
+frame's alignment matrix, in every aligned output: jitter can be measured without trusting a
+landmark detector.
 """
 
 import os
