@@ -7,18 +7,23 @@ r"""Videos and photos -> aligned 256x256 faces and OUTPUT/manifest.jsonl (paper 
 Inputs are files or folders (searched recursively), videos and images mixed; paths after the
 flags are inputs too. Aligned PNGs mirror the input tree under DIR; DIR/manifest.jsonl has one
 record per frame or image (status ok, no_face or "error: <reason>"). A rerun with the same
-options skips what the manifest already holds. Bad files become error records and the run goes
-on (exit 0); a usage problem (missing input, unwritable output, options that differ from the
-manifest's) exits with status 2. ``--beam`` runs the same work as an Apache Beam pipeline
-(``agg_jax.preprocess.beam``; Beam's local runner with --workers processes unless
+options skips what the manifest already holds. ``--beam`` runs the same work as an Apache Beam
+pipeline (``agg_jax.preprocess.beam``; Beam's local runner with --workers processes unless
 --beam_options name another).
+
+Exit status (``agg_jax.cli``): 0 when every source has its records, bad files included (their
+records say what is wrong); 2 for a usage mistake (missing input, unwritable output, options
+that differ from the manifest's), reported in one line ``agg_jax.preprocess: error: ...``
+before anything is written (no output folder is made); 1 when the run could not finish (worker
+processes that cannot run, a failed Beam pipeline); 130 on Ctrl-C. Finished sources are kept in
+the manifest, and the same command resumes.
 """
 
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 
+from agg_jax import cli
 from agg_jax.preprocess import beam, dlib_models, frames, images, runner
 from agg_jax.preprocess.detect import DETECTORS
 from agg_jax.preprocess.pipeline import Settings
@@ -44,19 +49,17 @@ flags.DEFINE_string("beam_options", None,
 flags.mark_flag_as_required("output")
 
 
-def _fail(message: str) -> int:
-  print(f"agg_jax.preprocess: {message}", file=sys.stderr)
-  return 2
+PROG = "agg_jax.preprocess"
 
 
 def main(argv) -> int:
   inputs = list(FLAGS.input) + list(argv[1:])
   if not inputs:
-    return _fail("no input: give --input=PATH (a file or folder), once or more")
+    raise cli.UsageError("no input: give --input=PATH (a file or folder), once or more")
   for name, value, low in (("frames", FLAGS.frames, 1), ("size", FLAGS.size, 16),
                            ("workers", FLAGS.workers, 1)):
     if value < low:
-      return _fail(f"--{name}={value}: must be at least {low}")
+      raise cli.UsageError(f"--{name}={value}: must be at least {low}")
   settings = Settings(size=FLAGS.size, frames=FLAGS.frames, sampling=FLAGS.sampling,
                       detector=FLAGS.detector, smooth=FLAGS.smooth,
                       max_pixels=int(FLAGS.max_megapixels * 1e6))
@@ -70,18 +73,13 @@ def main(argv) -> int:
     else:
       summary = runner.run(inputs, FLAGS.output, settings, workers=FLAGS.workers,
                            retry_errors=FLAGS.retry_errors, progress=FLAGS.progress)
-  except (runner.UsageProblem, dlib_models.ModelNotFoundError) as e:
-    return _fail(str(e))
+  except dlib_models.ModelNotFoundError as e:
+    raise cli.UsageError(str(e)) from None
   except RuntimeError as e:  # Worker processes that cannot run at all, a failed pipeline.
-    print(f"agg_jax.preprocess: {e}", file=sys.stderr)
-    return 1
-  except KeyboardInterrupt:
-    print("\ninterrupted: finished files are in the manifest; rerun the same command to "
-          "resume", file=sys.stderr)
-    return 130
+    cli.fail(PROG, str(e), cli.EXIT_FAILED)
   runner.print_summary(summary)
-  return 0
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, PROG)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import cv2
 from tqdm import tqdm
 
+from agg_jax import cli
 from agg_jax.preprocess import dlib_models
 from agg_jax.preprocess.aligner import AlignedFace
 from agg_jax.preprocess.manifest import Manifest
@@ -27,7 +28,7 @@ from agg_jax.preprocess.pipeline import Processor, Settings, make_record
 from agg_jax.preprocess.sources import Source, discover
 
 
-class UsageProblem(Exception):
+class UsageProblem(cli.UsageError):
   """The run cannot start (missing input, unwritable output, ...); the message says why."""
 
 
@@ -89,11 +90,15 @@ def check_output(out_dir: str) -> None:
 def plan(inputs: list[str], out_dir: str, settings: Settings, retry_errors: bool = False
          ) -> tuple[Manifest, list[Source], Summary]:
   """(manifest, sources still to do, summary so far) of a run; the records of the sources to
-  redo are dropped from the manifest. Raises UsageProblem when the run cannot start."""
-  check_output(out_dir)
+  redo are dropped from the manifest. Raises UsageProblem when the run cannot start; the output
+  folder is made only once the inputs and the landmark model are found."""
   try:
     sources, skipped_other = discover(inputs, out_dir)
     dlib_models.find_model(dlib_models.LANDMARKS_68)
+  except (FileNotFoundError, ValueError) as e:
+    raise UsageProblem(str(e)) from None
+  check_output(out_dir)
+  try:
     manifest = Manifest(out_dir)
     todo = [s for s in sources if not manifest.done(s.path, settings.key(), retry_errors)]
   except (FileNotFoundError, ValueError) as e:

@@ -3,7 +3,6 @@ the manifest parts its workers write."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,13 +13,8 @@ from PIL import Image
 from agg_jax.preprocess import beam, pipeline, runner
 from agg_jax.preprocess.manifest import MANIFEST, PARTS, Manifest, append_part, read_records
 from agg_jax.preprocess.pipeline import Settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# pylint: disable-next=wrong-import-position
-from test_preprocess_inputs import BROKEN, check_broken_records, write_broken_files
-
-REPO = Path(__file__).resolve().parents[2]
-FACES_MINI = REPO / ".." / "shared" / "data" / "faces-mini"
+from tests.helpers import faces_mini, requires_faces_mini, run_module
+from tests.preprocess.broken_files import BROKEN, check_broken_records, write_broken_files
 
 
 def _noise_images(folder: Path, n: int) -> None:
@@ -115,16 +109,13 @@ def test_missing_beam_says_how_to_install(monkeypatch):
     beam.import_beam()
 
 
-@pytest.mark.skipif(not FACES_MINI.exists(), reason=f"faces-mini data not found at {FACES_MINI}")
+@requires_faces_mini
 def test_cli_beam_with_worker_processes_aligns_like_a_local_run(tmp_path):
   """--beam --workers=2: the FnApiRunner in multi-processing mode, through the command line."""
-  faces = [sorted((FACES_MINI / folder).glob("*.jpg"))[i]
-           for folder in ("real/yonsei", "fake/gan", "fake/sd21") for i in range(2)]
+  faces = [f for folder in ("real/yonsei", "fake/gan", "fake/sd21") for f in faces_mini(folder, 2)]
   inputs = [f"--input={f}" for f in faces]
-  result = subprocess.run(
-      [sys.executable, "-m", "agg_jax.preprocess", "--noprogress", *inputs,
-       f"--output={tmp_path / 'beam'}", "--beam", "--workers=2"],
-      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  result = run_module("agg_jax.preprocess", "--noprogress", *inputs,
+                      f"--output={tmp_path / 'beam'}", "--beam", "--workers=2", timeout=300)
   assert result.returncode == 0, result.stderr
   assert "6 files found, 0 already done" in result.stderr
   assert "6 ok, 0 no face, 0 errors" in result.stderr

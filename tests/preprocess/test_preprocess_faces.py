@@ -3,8 +3,6 @@ real face next to broken files, resuming. Skipped where the shared data is absen
 
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,29 +16,20 @@ from agg_jax.preprocess.landmarks import Landmarker, eye_centers
 from agg_jax.preprocess.manifest import read_records
 from agg_jax.preprocess.pipeline import Processor, Settings
 from agg_jax.preprocess.sources import Source
+from tests.helpers import FACES_MINI, faces_mini, requires_faces_mini, run_module
+from tests.preprocess.broken_files import BROKEN, check_broken_records, write_broken_files
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# pylint: disable-next=wrong-import-position
-from test_preprocess_inputs import BROKEN, check_broken_records, write_broken_files
-
-REPO = Path(__file__).resolve().parents[2]
-FACES_MINI = REPO / ".." / "shared" / "data" / "faces-mini"
 FOLDERS = ("real/yonsei", "real/amfd", "fake/photoshop", "fake/gan", "fake/sd21")
 PER_FOLDER = 10
 
-pytestmark = pytest.mark.skipif(not FACES_MINI.exists(),
-                                reason=f"faces-mini data not found at {FACES_MINI}")
-
-
-def sample(folder: str, n: int = PER_FOLDER, start: int = 0) -> list[str]:
-  return sorted(str(p) for p in (FACES_MINI / folder).glob("*.jpg"))[start:start + n]
+pytestmark = requires_faces_mini
 
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory):
   """10 images per folder through the worker-process path; (records, out_dir)."""
   out = tmp_path_factory.mktemp("aligned")
-  inputs = [f for folder in FOLDERS for f in sample(folder)]
+  inputs = [f for folder in FOLDERS for f in faces_mini(folder, PER_FOLDER)]
   summary = runner.run(inputs, str(out), workers=2, progress=False)
   assert summary.sources == len(inputs) and summary.errors == 0
   return read_records(str(out)), out
@@ -149,12 +138,10 @@ def test_folder_of_broken_files_next_to_good_ones(tmp_path):
   """The issue's check: every kind of bad input beside real faces in odd formats; exit 0."""
   folder = tmp_path / "in"
   write_broken_files(folder)
-  good = _formats_of(sample("fake/gan", 1)[0], folder)
+  good = _formats_of(faces_mini("fake/gan", 1)[0], folder)
   out = tmp_path / "out"
-  result = subprocess.run(
-      [sys.executable, "-m", "agg_jax.preprocess", f"--input={folder}", f"--output={out}",
-       "--workers=1", "--noprogress"], capture_output=True, text=True, cwd=REPO, timeout=300,
-      check=False)
+  result = run_module("agg_jax.preprocess", f"--input={folder}", f"--output={out}", "--workers=1",
+                      "--noprogress", timeout=300)
   assert result.returncode == 0, result.stderr
   records = read_records(str(out))
   check_broken_records(records)
@@ -169,7 +156,7 @@ def test_folder_of_broken_files_next_to_good_ones(tmp_path):
 
 
 def test_rerun_skips_done_and_redoes_a_lost_png(tmp_path):
-  inputs = sample("real/amfd", 3)
+  inputs = faces_mini("real/amfd", 3)
   out = tmp_path / "out"
   first = runner.run(inputs, str(out), workers=1, progress=False)
   assert first.ok == 3
@@ -183,7 +170,7 @@ def test_rerun_skips_done_and_redoes_a_lost_png(tmp_path):
 
 def test_cnn_detector_frames_faces_like_hog(tmp_path):
   """--detector=cnn: CNN boxes are mapped to HOG units, so the crop's scale barely changes."""
-  photo = sample("real/amfd", 1, start=5)
+  photo = faces_mini("real/amfd", 1, start=5)
   hog = runner.run(photo, str(tmp_path / "hog"), workers=1, progress=False)
   cnn = runner.run(photo, str(tmp_path / "cnn"), Settings(detector="cnn"), workers=1,
                    progress=False)
