@@ -8,8 +8,12 @@ the moving statistics are first calibrated on other images (one training-mode pa
 0) and then jittered by 10%; the test checks that the logits still vary across inputs.
 """
 
+import atexit
 import functools
 import os
+import shutil
+import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -17,13 +21,39 @@ import pytest
 import skimage.data
 import skimage.transform
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-keras = pytest.importorskip("keras", reason="parity tests need Keras 3 (the 'test' extra)")
+
+def _import_keras_on_jax():
+  """Keras 3 on the JAX backend, whatever KERAS_BACKEND the environment sets.
+
+  Keras reads KERAS_BACKEND and KERAS_HOME once, when first imported: both are set for that
+  import (KERAS_HOME to a temporary folder, so nothing is written to ~/.keras) and then restored
+  for the rest of the session. A Keras imported earlier in this process on another backend
+  cannot be switched: that fails here instead of skipping the parity tests.
+  """
+  if "keras" not in sys.modules:
+    saved = {name: os.environ.get(name) for name in ("KERAS_BACKEND", "KERAS_HOME")}
+    home = tempfile.mkdtemp(prefix="keras_home_")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    os.environ.update(KERAS_BACKEND="jax", KERAS_HOME=home)
+    try:
+      pytest.importorskip("keras", reason="parity tests need Keras 3 (the 'test' extra)")
+    finally:
+      for name, value in saved.items():
+        if value is None:
+          os.environ.pop(name, None)
+        else:
+          os.environ[name] = value
+  keras = sys.modules["keras"]
+  if keras.backend.backend() != "jax":
+    pytest.fail(f"Keras was imported before these tests with the {keras.backend.backend()!r} "
+                "backend; the parity tests need KERAS_BACKEND=jax from Keras' first import "
+                "(run them in their own pytest process)", pytrace=False)
+  return keras
+
+
+keras = _import_keras_on_jax()
 
 from agg_jax import models, weights  # noqa: E402
-
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax",
-                                reason="Keras parity runs with KERAS_BACKEND=jax")
 
 # (our model, Keras application, input sizes). Our models take raw pixels; Keras' EfficientNets
 # normalise inside the model, Keras' Xception expects `xception.preprocess_input` outside.
