@@ -23,11 +23,8 @@ class RunCheckpoints:
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
-    self.best = ocp.CheckpointManager(
-        os.path.join(workdir, "best"),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
-            keep_checkpoints_without_metrics=False))
+    self.best = ocp.CheckpointManager(os.path.join(workdir, "best"),
+                                      options=_best_options(create=True))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -48,10 +45,7 @@ class RunCheckpoints:
                    force=True)
 
   def restore_best(self, abstract_variables: Any) -> Any:
-    step = self.best.best_step()
-    if step is None:
-      raise FileNotFoundError(f"no best checkpoint under {self.best.directory}: train first")
-    return self.best.restore(step, args=ocp.args.StandardRestore(abstract_variables))
+    return _restore_best(self.best, abstract_variables)
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
@@ -60,6 +54,28 @@ class RunCheckpoints:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def _best_options(**options) -> ocp.CheckpointManagerOptions:
+  return ocp.CheckpointManagerOptions(
+      max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
+      keep_checkpoints_without_metrics=False, **options)
+
+
+def _restore_best(manager: ocp.CheckpointManager, abstract_variables: Any) -> Any:
+  step = manager.best_step()
+  if step is None:
+    raise FileNotFoundError(f"no best checkpoint under {manager.directory}: train first")
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract_variables))
+
+
+def restore_best(workdir: str, abstract_variables: Any) -> Any:
+  """The best variables of the run in `workdir`, read without writing or creating anything."""
+  directory = os.path.join(os.path.abspath(workdir), "best")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no best checkpoint under {directory}: train first")
+  with ocp.CheckpointManager(directory, options=_best_options(read_only=True)) as manager:
+    return _restore_best(manager, abstract_variables)
 
 
 def abstract(tree: Any) -> Any:

@@ -1,25 +1,36 @@
-"""Entry point: `python -m agg_jax.main --config=configs/demo.py --workdir=runs/demo`.
+"""Entry point: train a detector, or evaluate a trained one, in a run directory.
 
-Modes: "train" (train, select the checkpoint on validation, score every test set) and
-"evaluate" (score every test set with the best checkpoint of an existing run). Config fields are
-overridden on the command line, e.g. `--config.train.batch_size=8`; a wrong key or value stops
-the run with a message before any compute. The resolved config is saved as WORKDIR/config.json.
+  python -m agg_jax.main --config=configs/demo.py --workdir=runs/demo     # train (or resume)
+  python -m agg_jax.main --workdir=runs/demo --mode=evaluate              # rescore the test sets
+
+Modes: "train" trains, selects the checkpoint on the validation split and scores every test
+set; rerunning the same command resumes an interrupted run. "evaluate" scores every test set
+with the best checkpoint of an existing run. A run's saved `config.json` is the truth about it
+(agg_jax/run.py): on an existing run --config may be left out, and a --config given must agree
+with the saved one. Config fields are overridden on the command line, e.g.
+`--config.train.batch_size=8`; a wrong key or value stops the command with one line before any
+compute (the convention of agg_jax/cli.py).
 """
 
 import os
-import re
 import sys
 
 import jax
-from absl import app, flags, logging
+import ml_collections
+from absl import flags, logging
 from ml_collections import config_flags
 
-from agg_jax import config_validation, fileio
+from agg_jax import cli, data, models, run, sharding
+
+PROG = "agg_jax.main"
+MODES = ("train", "evaluate")
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.")
-flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py). Needed to start a run; on an existing run the "
+    "saved config is used, and a config given must agree with it.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Run directory: config, checkpoints, logs, results.")
+flags.DEFINE_enum("mode", "train", list(MODES), "What to do.")
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() (multi-host). On TPU pods and SLURM the "
                   "coordinator and process ids are found automatically; elsewhere pass them.")
@@ -29,21 +40,36 @@ flags.DEFINE_integer("process_id", None, "This process's id (with --distributed)
 flags.DEFINE_string("compilation_cache", "~/.cache/agg_jax/xla",
                     "Persistent XLA compilation cache: a rerun (resume, evaluate) skips "
                     "compiling. Empty: off.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing, with a one-line error naming the override that names no config key."""
-  try:
-    return FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    text = str(e).encode().decode("unicode_escape").strip("'\"")
-    key = re.match(r"'?([^'\n]+)", text).group(1)
-    bad = [arg for arg in argv if arg.startswith("--config.") and
-           re.search(rf"\.{re.escape(key)}(=|\.|$)", arg.split("=")[0] + "=")]
-    hint = " ".join(line.strip() for line in text.splitlines()[1:])
-    sys.exit(f"error: {bad[0] if bad else 'a --config override'}: the config has no key "
-             f"{key!r}. {hint}".rstrip())
+def config_imports_from_anywhere(argv: list[str]) -> None:
+  """Config files import their siblings as `configs.<name>` (configs/demo.py imports
+  configs/default.py): the folder above the config's folder goes on the import path, so a
+  config loads from any working directory."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      config_dir = os.path.dirname(os.path.abspath(arg.split("=", 1)[1].split(":")[0]))
+      sys.path.insert(0, os.path.dirname(config_dir))
+
+
+def given_config() -> ml_collections.ConfigDict | None:
+  """The --config given (overrides applied), None without one; UsageError when it cannot load."""
+  config = FLAGS.config
+  if config is not None and not isinstance(config, ml_collections.ConfigDict):
+    error = getattr(config, "_error", "unreadable")  # config_flags' stand-in for a failed load
+    cause = [line.strip() for line in str(error).splitlines() if line.strip()][-1]
+    raise cli.UsageError(f"--config={FLAGS['config'].config_filename}: cannot load it: {cause}")
+  return config
+
+
+def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
+  """Every field a run reads, checked by the module that reads it, before any compute."""
+  from agg_jax import train  # pylint: disable=import-outside-toplevel
+  models.check_config(config.model)
+  data.check_config(config.data)
+  sharding.check_config(config, device_count)
+  train.check_config(config, device_count)
 
 
 def initialize_distributed() -> None:
@@ -53,37 +79,31 @@ def initialize_distributed() -> None:
                              num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
 
 
-def save_config(config, workdir: str) -> None:
-  if jax.process_index() == 0:
-    fileio.atomic_write_text(os.path.join(workdir, "config.json"),
-                             config.to_json_best_effort(indent=2))
-
-
-def main(argv):
+def main(argv: list[str]) -> int:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # library INFO lines (orbax) drown the progress bar
+  config = run.resolve_config(FLAGS.workdir, given_config(), FLAGS.mode)
   if FLAGS.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
   if FLAGS.distributed:
     initialize_distributed()
-  config = FLAGS.config
-  try:
-    config_validation.validate(config, jax.device_count())
-  except config_validation.ConfigError as e:
-    sys.exit(f"error: {e}")
-  from agg_jax import evaluate, train, weights  # after validation: heavy imports for real runs
+  check_config(config, jax.device_count())
+  from agg_jax import evaluate, train, weights  # pylint: disable=import-outside-toplevel
   logging.info("devices: %s", jax.devices())
-  save_config(config, FLAGS.workdir)
   try:
     if FLAGS.mode == "train":
+      if jax.process_index() == 0 and not run.config_path(FLAGS.workdir).exists():
+        run.save_config(FLAGS.workdir, config)
       train.train_and_evaluate(config, FLAGS.workdir)
     else:
       evaluate.evaluate_run(config, FLAGS.workdir)
-  except (weights.WeightsError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
+  except weights.WeightsError as e:
+    raise cli.UsageError(str(e)) from None
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  config_imports_from_anywhere(sys.argv)
+  cli.run(main, PROG)

@@ -15,10 +15,13 @@ A run directory (`--workdir`) holds:
 import json
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from agg_jax import fileio
+from agg_jax import checkpoint, data, fileio, models, sharding
+from agg_jax.cli import UsageError
 
 CONFIG = "config.json"
 RESULTS = "results"
@@ -26,8 +29,21 @@ SCORES = "scores"
 METRICS = "metrics.json"
 
 
-class RunError(ValueError):
+# Fields that say how a run is executed, not what it computes: a command on a saved run may
+# give other values (another machine, another device count).
+EXECUTION_FIELDS = ("mesh", "sharding_rules", "train.eval_batch_size")
+SHOWN_DIFFERENCES = 5
+
+
+class RunError(UsageError):
   """A run directory that is missing, incomplete or unreadable; the message names the file."""
+
+
+def check_workdir(workdir) -> None:
+  """A work directory must be a folder, or not exist yet."""
+  path = Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise RunError(f"--workdir={workdir}: is a file, not a run directory")
 
 
 # ----------------------------------------------------------------------------- config
@@ -63,11 +79,95 @@ def load_config(workdir) -> ml_collections.ConfigDict:
   return config
 
 
+def _flat(tree, prefix: str = "") -> dict:
+  """{"train.batch_size": 32, ...} of nested JSON data."""
+  if isinstance(tree, dict):
+    return {k: v for key, value in tree.items()
+            for k, v in _flat(value, f"{prefix}{key}.").items()}
+  return {prefix[:-1]: tree}
+
+
+def _json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def config_differences(saved: dict, given: dict) -> dict[str, tuple]:
+  """Dotted key -> (saved value, given value) where two configs (JSON data) differ; a key that
+  only one of them has is given as "(absent)" in the other."""
+  saved, given = _flat(saved), _flat(given)
+  return {key: (saved.get(key, "(absent)"), given.get(key, "(absent)"))
+          for key in sorted(saved.keys() | given.keys()) if saved.get(key) != given.get(key)}
+
+
+def resolve_config(workdir, given: ml_collections.ConfigDict | None,
+                   mode: str) -> ml_collections.ConfigDict:
+  """The config a command on `workdir` runs with: the run's saved config where there is one.
+
+  A given config (--config) must then agree with the saved one, but for EXECUTION_FIELDS,
+  whose given values are used. Training a new run needs a given config; evaluating needs a saved
+  run. Raises RunError saying which fields differ, or what is missing.
+  """
+  check_workdir(workdir)
+  if not config_path(workdir).exists():
+    if mode != "train":
+      raise RunError(f"--workdir={workdir}: no run there ({config_path(workdir)} is missing); "
+                     "train one first")
+    if given is None:
+      raise RunError(f"--workdir={workdir} holds no run yet: give --config=FILE to start one")
+    return given
+  saved = load_config(workdir)
+  if given is None:
+    return saved
+  differences = {key: values for key, values in
+                 config_differences(_json(saved), _json(given)).items()
+                 if not any(key == f or key.startswith(f + ".") for f in EXECUTION_FIELDS)}
+  if differences:
+    listed = "; ".join(f"{key}: saved {old!r}, given {new!r}"
+                       for key, (old, new) in list(differences.items())[:SHOWN_DIFFERENCES])
+    if len(differences) > SHOWN_DIFFERENCES:
+      listed += f"; and {len(differences) - SHOWN_DIFFERENCES} more"
+    raise RunError(f"--config disagrees with the run's saved {config_path(workdir)} in "
+                   f"{len(differences)} field(s): {listed}. Leave --config out to use the saved "
+                   "config, or give another --workdir for a new run")
+  with saved.unlocked():
+    for field in EXECUTION_FIELDS:
+      section, _, key = field.rpartition(".")
+      target = saved[section] if section else saved
+      target[key] = (given[section] if section else given)[key]
+  return saved
+
+
+# ----------------------------------------------------------------------------- variables
+
+
+def restore_best(workdir, config: ml_collections.ConfigDict, mesh):
+  """(model, variables) of the run's best checkpoint, replicated over `mesh`.
+
+  Built from the config alone (the input shape comes from the data source's config, no data is
+  read); RunError when the run has no best checkpoint yet.
+  """
+  model = models.from_config(config.model)
+  images = jnp.zeros((1, *data.image_shape(config.data)), jnp.uint8)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))
+  replicated = sharding.replicated(mesh)
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+  try:
+    variables = checkpoint.restore_best(workdir, abstract)
+  except FileNotFoundError as e:
+    raise RunError(str(e)) from None
+  return model, variables
+
+
 # ----------------------------------------------------------------------------- scores
 
 
+def results_dir(workdir) -> Path:
+  return Path(workdir) / RESULTS
+
+
 def scores_path(workdir, test_set: str) -> Path:
-  return Path(workdir) / RESULTS / SCORES / f"{test_set}.npz"
+  return results_dir(workdir) / SCORES / f"{test_set}.npz"
 
 
 def save_scores(path, *, scores, labels, ids, video_ids=None, frame_indices=None) -> None:

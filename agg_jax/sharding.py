@@ -14,25 +14,61 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from agg_jax.config_validation import ConfigError, require
+
 BATCH_AXES = ("data", "fsdp")
+RULES = ("replicate", "fsdp")
+
+
+def mesh_shape(axes: Sequence[tuple[str, int]], device_count: int) -> dict[str, int]:
+  """Axis name -> size of the mesh `config.mesh` describes on `device_count` devices (a size of
+  -1 takes the remaining devices); ConfigError when the axes do not fit the devices."""
+  require(isinstance(axes, (list, tuple)) and len(axes) > 0 and all(
+      isinstance(axis, (list, tuple)) and len(axis) == 2 and isinstance(axis[0], str)
+      and isinstance(axis[1], int) for axis in axes), "mesh", axes,
+          "must be ((name, size), ...), e.g. (('data', -1),)")
+  names = [name for name, _ in axes]
+  sizes = [int(size) for _, size in axes]
+  require(sizes.count(-1) <= 1 and all(s > 0 or s == -1 for s in sizes), "mesh", axes,
+          "sizes must be > 0, and at most one axis may have size -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    require(device_count % known == 0, "mesh", axes,
+            f"does not fit the {device_count} devices (they do not divide by {known})")
+    sizes[sizes.index(-1)] = device_count // known
+  require(int(np.prod(sizes)) == device_count, "mesh", axes,
+          f"needs {int(np.prod(sizes))} devices, there are {device_count}")
+  return dict(zip(names, sizes))
+
+
+def check_rules(rules: Sequence[tuple[str, str]]) -> None:
+  """Each rule is (regex on the parameter path, "replicate" or "fsdp")."""
+  for item in rules:
+    require(isinstance(item, (list, tuple)) and len(item) == 2 and item[1] in RULES,
+            "sharding_rules", item, f"each rule is (regex, one of {RULES})")
+    try:
+      re.compile(item[0])
+    except (re.error, TypeError) as e:
+      raise ConfigError(f"config.sharding_rules: {item[0]!r} is not a regex ({e})") from None
+
+
+def check_config(config, device_count: int) -> None:
+  """Checks `config.mesh` against the devices and `config.sharding_rules`."""
+  mesh_shape(config.mesh, device_count)
+  check_rules(config.sharding_rules)
+
+
+def batch_divisor(axes: Sequence[tuple[str, int]], device_count: int) -> int:
+  """Global batch sizes must be multiples of this: the devices along the batch axes."""
+  shape = mesh_shape(axes, device_count)
+  return int(np.prod([size for name, size in shape.items() if name in BATCH_AXES]))
 
 
 def make_mesh(axes: Sequence[tuple[str, int]], devices=None) -> Mesh:
   """A mesh over all devices (or `devices`) with the named axis sizes."""
   devices = np.asarray(devices if devices is not None else jax.devices())
-  names = [name for name, _ in axes]
-  sizes = [int(size) for _, size in axes]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"mesh {list(axes)}: at most one axis may have size -1")
-  known = int(np.prod([s for s in sizes if s != -1]))
-  if -1 in sizes:
-    if devices.size % known:
-      raise ValueError(f"mesh {list(axes)}: {devices.size} devices do not divide by {known}")
-    sizes[sizes.index(-1)] = devices.size // known
-  if int(np.prod(sizes)) != devices.size:
-    raise ValueError(f"mesh {list(axes)} needs {int(np.prod(sizes))} devices, "
-                     f"there are {devices.size}")
-  return Mesh(devices.reshape(sizes), names)
+  shape = mesh_shape(axes, devices.size)
+  return Mesh(devices.reshape(list(shape.values())), list(shape))
 
 
 def batch_axes(mesh: Mesh) -> tuple[str, ...]:
@@ -46,11 +82,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
-
-
-def batch_divisor(mesh: Mesh) -> int:
-  """Global batch sizes must be multiples of this."""
-  return int(np.prod([mesh.shape[name] for name in batch_axes(mesh)]))
 
 
 def _path_name(path) -> str:
@@ -73,10 +104,8 @@ def param_shardings(tree, mesh: Mesh, rules: Sequence[tuple[str, str]]):
 
   Leaves that no rule matches are replicated.
   """
+  check_rules(rules)
   compiled = [(re.compile(pattern), rule) for pattern, rule in rules]
-  for _, rule in rules:
-    if rule not in ("replicate", "fsdp"):
-      raise ValueError(f"sharding rule {rule!r}: use 'replicate' or 'fsdp'")
 
   def shard(path, leaf):
     name = _path_name(path)

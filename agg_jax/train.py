@@ -7,7 +7,6 @@ donates its state. The latest state is checkpointed for resumption, and the vari
 best validation AP are kept for evaluation (checkpoint.py).
 """
 
-import logging
 import os
 from typing import Any
 
@@ -16,10 +15,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from absl import logging
 from flax.training import train_state
 from tqdm import tqdm
 
 from agg_jax import checkpoint, data, evaluate, models, sharding, train_log, weights
+from agg_jax.config_validation import require, require_fields
 from agg_jax.metrics import compute_metrics
 
 # Parameter counts the paper gives (section V, "Network Trimming").
@@ -29,6 +30,37 @@ PAPER_PARAMS = {"backbone": "about 24M", "head": "about 16M", "best projection":
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array
+
+
+TRAIN_FIELDS = ("batch_size", "eval_batch_size", "num_steps", "learning_rate", "end_lr_factor",
+                "warmup_steps", "weight_decay", "grad_clip_norm", "log_every", "eval_every",
+                "checkpoint_every")
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
+  """Raises ConfigError naming the first unusable `config.train` field (or `config.seed`)."""
+  t = config.train
+  require_fields(t, "train", TRAIN_FIELDS, "training")
+  require(isinstance(config.seed, int), "seed", config.seed, "must be a whole number")
+  for key in ("batch_size", "eval_batch_size", "num_steps", "log_every", "eval_every",
+              "checkpoint_every"):
+    require(isinstance(t[key], int) and t[key] > 0, f"train.{key}", t[key],
+            "must be a whole number > 0")
+  data.check_batch_size(t.batch_size)
+  divisor = sharding.batch_divisor(config.mesh, device_count)
+  for key in ("batch_size", "eval_batch_size"):
+    require(t[key] % divisor == 0, f"train.{key}", t[key],
+            f"must be a multiple of {divisor}, the devices the batch is split over")
+  require(_number(t.learning_rate) and t.learning_rate > 0, "train.learning_rate",
+          t.learning_rate, "must be > 0")
+  for key in ("weight_decay", "warmup_steps", "end_lr_factor"):
+    require(_number(t[key]) and t[key] >= 0, f"train.{key}", t[key], "must be >= 0")
+  require(_number(t.grad_clip_norm) and t.grad_clip_norm > 0, "train.grad_clip_norm",
+          t.grad_clip_norm, "must be > 0")
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -129,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   dataset = data.load(config.data)
-  image_shape = dataset.train.images.shape[1:]
+  image_shape = data.image_shape(config.data)
   model = models.from_config(config.model)
   state, state_shardings = init_state(model, create_optimizer(config), config, mesh, image_shape,
                                       load_pretrained(config))

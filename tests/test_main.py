@@ -1,44 +1,93 @@
-"""The entry point as a user runs it: config errors, a whole run, resumption, evaluation."""
+"""The entry point as a user runs it: mistakes, a whole run, resumption after a kill, evaluation
+from the run directory alone, and two processes."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO, one_line_error, run_module
+
+PROG = "agg_jax.main"
 TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
         "--config.data.image_size=32", "--config.data.train_per_class=16",
         "--config.data.val_per_class=8", "--config.data.test_per_class=8",
         "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
         "--config.train.warmup_steps=0", "--config.train.log_every=2",
-        "--config.train.eval_every=2", "--config.train.checkpoint_every=2"]
+        "--config.train.eval_every=2", "--config.train.checkpoint_every=2",
+        "--config.train.num_steps=6"]
+TEST_SETS = ("upsample", "gmm", "splice")
 
 
-def run_main(*args, workdir, cache=""):
-  cmd = [sys.executable, "-m", "agg_jax.main", "--config=configs/demo.py",
-         f"--workdir={workdir}", f"--compilation_cache={cache}", *args]
-  return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+def run_main(*args, workdir, cache="", config="configs/demo.py"):
+  config_flag = [f"--config={config}"] if config else []
+  return run_module("agg_jax.main", *config_flag, f"--workdir={workdir}",
+                    f"--compilation_cache={cache}", *args)
+
+
+def scores(workdir) -> dict[str, np.ndarray]:
+  out = {}
+  for name in TEST_SETS:
+    with np.load(workdir / "results" / "scores" / f"{name}.npz") as f:
+      out[name] = f["scores"]
+  return out
 
 
 @pytest.mark.parametrize("override, message", [
     ("--config.train.batchsize=8",
      "--config.train.batchsize=8: the config has no key 'batchsize'. Did you mean \"batch_size\""),
+    ("--config.train.batch_size=abc", "flag --config.train.batch_size=abc: invalid literal"),
     ("--config.model.name=resnet9", "config.model.name='resnet9': unknown model"),
     ("--config.data.train_set=stylegan", "config.data.train_set='stylegan'"),
     ("--config.train.batch_size=7", "config.train.batch_size=7: must be even"),
     ("--config.model.blocks=(0,99)", "no block 99"),
+    ("--config.model.hidden=abc", "config.model.hidden=('abc',): must be a tuple of widths"),
+    ("--config.data.image_size=4096", "the demo's photographs allow at most"),
+    ("--config.data.source=nowhere", "config.data.source='nowhere': unknown"),
+    ("--mode=bogus", "flag --mode=bogus: value should be one of <train|evaluate>"),
+    ("stray", "unexpected arguments ['stray']"),
 ])
-def test_bad_config_fails_before_any_compute_with_a_clear_message(tmp_path, override, message):
+def test_a_mistake_is_one_line_before_any_compute_and_leaves_nothing(tmp_path, override, message):
   out = run_main(override, workdir=tmp_path / "run")
-  assert out.returncode != 0
-  assert message in out.stderr
-  assert "Traceback" not in out.stderr
+  assert message in one_line_error(out, PROG)
+  assert out.returncode == 2
   assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  cases = [
+      (run_main(workdir=a_file), "is a file, not a run directory"),
+      (run_main(workdir=tmp_path / "r", config="configs/nope.py"),
+       "--config=configs/nope.py: cannot load it: [Errno 2] No such file"),
+      (run_main("--mode=evaluate", workdir=tmp_path / "missing", config=None),
+       f"--workdir={tmp_path / 'missing'}: no run there"),
+      (run_main("--mode=evaluate", workdir=tmp_path / "missing"), "no run there"),
+      (run_main(workdir=tmp_path / "new", config=None), "holds no run yet: give --config=FILE"),
+  ]
+  for out, message in cases:
+    assert message in one_line_error(out, PROG)
+    assert out.returncode == 2
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_the_papers_config_is_accepted_and_its_data_can_be_made():
+  """configs/default.py (EfficientNetV2-S at 256 px on the demo source) passes every check, and
+  the demo makes 256-pixel images for it."""
+  from agg_jax import data, main  # pylint: disable=import-outside-toplevel
+  from configs import default  # pylint: disable=import-outside-toplevel
+  config = default.get_config()
+  main.check_config(config, device_count=1)
+  images = data.load(config.data).test["upsample"].images.read([0, 511])
+  assert images.shape == (2, 256, 256, 3) and images.dtype == np.uint8
 
 
 def tensorboard_scalars(workdir) -> dict:
@@ -51,8 +100,9 @@ def tensorboard_scalars(workdir) -> dict:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, xla_cache):
+  """A 6-step run, never interrupted (tests copy it before changing anything)."""
   workdir = tmp_path_factory.mktemp("run")
-  out = run_main(*TINY, "--config.train.num_steps=4", workdir=workdir, cache=xla_cache)
+  out = run_main(*TINY, workdir=workdir, cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out
 
@@ -63,47 +113,98 @@ def test_a_run_writes_scores_metrics_and_tables(trained_run):
   assert config["train"]["batch_size"] == 8  # the resolved config, overrides applied
   metrics = json.loads((workdir / "results" / "metrics.json").read_text())
   assert metrics["train"] == "upsample"
-  assert set(metrics["test_sets"]) == {"upsample", "gmm", "splice"}
-  for name in ("upsample", "gmm", "splice"):
-    with np.load(workdir / "results" / "scores" / f"{name}.npz") as f:
-      assert f["scores"].shape == f["labels"].shape == (16,)
-      assert ((f["scores"] >= 0) & (f["scores"] <= 1)).all()
-      assert metrics["test_sets"][name]["frame"]["num_examples"] == 16
+  assert set(metrics["test_sets"]) == set(TEST_SETS)
+  for name, values in scores(workdir).items():
+    assert values.shape == (16,) and ((values >= 0) & (values <= 1)).all()
+    assert metrics["test_sets"][name]["frame"]["num_examples"] == 16
   summary = (workdir / "results" / "summary.md").read_text()
   assert "CoV^-1" in summary and "gmm" in summary
   assert "CoV^-1" in out.stdout  # the table is printed too
   assert (workdir / "results" / "ap.csv").exists()
   assert "analysis part" in out.stdout  # parameter counts in the log
   logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in logged if "loss" in r] == [2, 4]
-  assert [r["step"] for r in logged if "val_ap" in r] == [2, 4]
+  assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
+  assert [r["step"] for r in logged if "val_ap" in r] == [2, 4, 6]
   events = tensorboard_scalars(workdir)
-  assert [step for step, _ in events["train/loss"]] == [2, 4]
+  assert [step for step, _ in events["train/loss"]] == [2, 4, 6]
   assert events["validation/ap"] == [(r["step"], r["val_ap"]) for r in logged if "val_ap" in r]
 
 
-def test_a_longer_run_resumes_from_the_checkpoint(trained_run, tmp_path, xla_cache):
+KILLED_AFTER_STEP_4 = textwrap.dedent("""
+    import os, sys
+    from agg_jax import checkpoint, cli, main
+
+    save_latest = checkpoint.RunCheckpoints.save_latest
+
+    def save_then_die(self, step, state):
+      save_latest(self, step, state)
+      if step == 4:
+        self.wait()
+        os._exit(137)  # killed right after the step-4 checkpoint is complete
+
+    checkpoint.RunCheckpoints.save_latest = save_then_die
+    main.config_imports_from_anywhere(sys.argv)
+    cli.run(main.main, main.PROG)
+""")
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(trained_run, tmp_path, xla_cache):
   workdir, _ = trained_run
   resumed = tmp_path / "resumed"
-  subprocess.run(["cp", "-r", str(workdir), str(resumed)], check=True)
-  out = run_main(*TINY, "--config.train.num_steps=6", workdir=resumed, cache=xla_cache)
+  command = ["--config=configs/demo.py", f"--workdir={resumed}",
+             f"--compilation_cache={xla_cache}", *TINY]
+  killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_STEP_4, *command], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+  assert killed.returncode == 137, killed.stderr[-3000:]
+  assert not (resumed / "results").exists()
+
+  out = run_module("agg_jax.main", *command)  # the same command again
   assert out.returncode == 0, out.stderr[-3000:]
   assert "resumed from step 4" in out.stdout
+  for name, values in scores(workdir).items():
+    np.testing.assert_array_equal(scores(resumed)[name], values, err_msg=name)
   logged = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+  uninterrupted = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text()
+                   .splitlines()]
   assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
+  assert [r.get("loss") for r in logged] == [r.get("loss") for r in uninterrupted]
   assert [step for step, _ in tensorboard_scalars(resumed)["train/loss"]] == [2, 4, 6]
 
 
-def test_evaluate_mode_rescores_with_the_best_checkpoint(trained_run, xla_cache):
-  workdir, _ = trained_run
-  with np.load(workdir / "results" / "scores" / "gmm.npz") as f:
-    before = f["scores"]
-  os.remove(workdir / "results" / "scores" / "gmm.npz")
-  out = run_main(*TINY, "--config.train.num_steps=4", "--mode=evaluate", workdir=workdir,
+def test_evaluate_needs_the_run_directory_alone_and_reads_no_training_data(trained_run,
+                                                                           tmp_path, xla_cache):
+  run = tmp_path / "run"
+  shutil.copytree(trained_run[0], run)
+  config_bytes = (run / "config.json").read_bytes()
+  before = scores(run)
+  shutil.rmtree(run / "results")
+  out = run_main("--mode=evaluate", "--verbosity=0", workdir=run, cache=xla_cache, config=None)
+  assert out.returncode == 0, out.stderr[-3000:]
+  for name, values in before.items():
+    np.testing.assert_array_equal(scores(run)[name], values, err_msg=name)
+  assert "efficientnetv2_tiny trained on upsample" in out.stdout
+  assert (run / "config.json").read_bytes() == config_bytes
+  made = [line.split("images of ")[1] for line in out.stderr.splitlines() if "demo: made" in line]
+  assert sorted(made) == [f"test/{name}" for name in sorted(TEST_SETS)]  # no train, validation
+
+
+def test_evaluate_with_a_config_that_disagrees_names_the_fields(trained_run, tmp_path,
+                                                                xla_cache):
+  run = tmp_path / "run"
+  shutil.copytree(trained_run[0], run)
+  config_bytes = (run / "config.json").read_bytes()
+  out = run_main("--mode=evaluate", *TINY, "--config.data.train_set=gmm",
+                 "--config.train.batch_size=4", workdir=run, cache=xla_cache)
+  line = one_line_error(out, PROG)
+  assert "disagrees with the run's saved" in line and "in 2 field(s)" in line
+  assert "data.train_set: saved 'upsample', given 'gmm'" in line
+  assert "train.batch_size: saved 8, given 4" in line
+  assert (run / "config.json").read_bytes() == config_bytes
+  # Fields that say how the run executes, not what it computes, may differ.
+  out = run_main("--mode=evaluate", *TINY, "--config.train.eval_batch_size=8", workdir=run,
                  cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
-  with np.load(workdir / "results" / "scores" / "gmm.npz") as f:
-    np.testing.assert_allclose(f["scores"], before, rtol=1e-5, atol=1e-6)
+  assert (run / "config.json").read_bytes() == config_bytes
 
 
 def _free_port() -> int:
@@ -119,15 +220,12 @@ def test_two_processes_reproduce_the_single_process_run(trained_run, tmp_path, x
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   cmd = [sys.executable, "-m", "agg_jax.main", "--config=configs/demo.py",
          f"--workdir={tmp_path / 'multi'}", f"--compilation_cache={xla_cache}", *TINY,
-         "--config.train.num_steps=4", "--distributed",
-         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+         "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
   procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
   outputs = [p.communicate(timeout=900) for p in procs]
   for p, (_, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-3000:]
   assert "CoV^-1" in outputs[0][0] and "CoV^-1" not in outputs[1][0]  # process 0 reports
-  for name in ("upsample", "gmm", "splice"):
-    with np.load(workdir / "results" / "scores" / f"{name}.npz") as single, \
-         np.load(tmp_path / "multi" / "results" / "scores" / f"{name}.npz") as multi:
-      np.testing.assert_allclose(multi["scores"], single["scores"], rtol=1e-4, atol=1e-5)
+  for name, values in scores(workdir).items():
+    np.testing.assert_allclose(scores(tmp_path / "multi")[name], values, rtol=1e-4, atol=1e-5)

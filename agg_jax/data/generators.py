@@ -11,9 +11,12 @@ its own kind, like the generator families of the paper's section II-D:
   splice    a face-swap-like blend: an ellipse from another real image, colour-matched, pasted
             with a feathered alpha mask.
 
-Generators are deterministic given their `numpy.random.Generator`.
+Every generator draws all its random numbers first (`*_draw`, `PatchGMM.draw`), then makes the
+fakes from the images and those numbers alone. The demo draws a whole dataset's numbers in one
+fixed order and makes only the images that are read, so its data depends on the seed alone.
 """
 
+import copy
 import warnings
 from collections.abc import Callable
 
@@ -23,14 +26,34 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-Generator = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+def replayable_normal(rng: np.random.Generator, shape: tuple[int, ...],
+                      chunk: int = 1 << 20) -> Callable[[], np.ndarray]:
+  """Draws standard normals of `shape` from `rng` now without keeping them (in chunks, so memory
+  stays small); the returned function makes exactly those numbers again."""
+  state = copy.deepcopy(rng.bit_generator.state)
+  total = int(np.prod(shape))
+  for start in range(0, total, chunk):
+    rng.normal(size=min(chunk, total - start))
+
+  def replay() -> np.ndarray:
+    again = np.random.Generator(type(rng.bit_generator)())
+    again.bit_generator.state = state
+    return again.normal(size=shape)
+
+  return replay
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def upsample_fakes(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def upsample_draw(count: int, rng: np.random.Generator) -> np.ndarray:
+  """The per-image gains of the four kernel phases, (count, 2, 2, 1)."""
+  return 1.0 + rng.uniform(-0.05, 0.05, size=(count, 2, 2, 1)).astype(np.float32)
+
+
+def upsample_fakes(images: np.ndarray, gains: np.ndarray) -> np.ndarray:
   """Down-sample 2x, then up-sample with an uneven-phase transposed convolution."""
   x = images.astype(np.float32)
   n, h, w, c = x.shape
@@ -43,30 +66,44 @@ def upsample_fakes(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   # Bilinear-ish smoothing of the nearest-neighbour result, then per-phase gains: the
   # transposed-convolution checkerboard.
   up = ndimage.uniform_filter(up, size=(1, 2, 2, 1), mode="nearest")
-  gains = 1.0 + rng.uniform(-0.05, 0.05, size=(n, 2, 2, 1)).astype(np.float32)
   up *= np.tile(gains, (1, h // 2, w // 2, 1))
   return _to_uint8(up)
 
 
 class PatchGMM:
-  """A Gaussian mixture over small (4x4) RGB patches, fitted on real images."""
+  """A Gaussian mixture over small (4x4) RGB patches, fitted on real images.
 
-  def __init__(self, real_images: np.ndarray, rng: np.random.Generator, patch: int = 4,
+  Made in two steps so that its random numbers can be drawn before any pixel exists: the
+  constructor draws which patches of `num_images` size x size images the fit uses, `fit` fits.
+  """
+
+  def __init__(self, num_images: int, size: int, rng: np.random.Generator, patch: int = 4,
                components: int = 8, rank: int = 4, max_patches: int = 4000):
     self.patch = patch
     self.rank = rank
-    patches = self._patches(real_images)
-    take = rng.choice(len(patches), size=min(max_patches, len(patches)), replace=False)
+    num_patches = num_images * (size // patch) ** 2
+    self.take = rng.choice(num_patches, size=min(max_patches, num_patches), replace=False)
     self.gmm = GaussianMixture(components, covariance_type="full", reg_covar=1.0,
                                random_state=int(rng.integers(1 << 31)), max_iter=30)
+    self.basis = self.residual_std = None
+
+  def fit(self, real_images: np.ndarray) -> "PatchGMM":
+    """Fits the mixture on the drawn patches of `real_images` (num_images of them)."""
     # One BLAS thread: on these small matrices more threads only contend (20x slower on a
     # busy 2-core machine). A generator needs a plausible mixture, not a converged one.
     with threadpool_limits(1), warnings.catch_warnings():
       warnings.simplefilter("ignore", ConvergenceWarning)
-      self.gmm.fit(patches[take])
+      self.gmm.fit(self._patches(real_images)[self.take])
     eigvals, eigvecs = np.linalg.eigh(self.gmm.covariances_)
-    self.basis = eigvecs[:, :, ::-1][:, :, :rank]  # (K, D, rank), leading directions
-    self.residual_std = np.sqrt(np.maximum(eigvals[:, :-rank].mean(axis=1), 0.0))  # (K,)
+    self.basis = eigvecs[:, :, ::-1][:, :, :self.rank]  # (K, D, rank), leading directions
+    self.residual_std = np.sqrt(np.maximum(eigvals[:, :-self.rank].mean(axis=1), 0.0))  # (K,)
+    return self
+
+  def draw(self, count: int, size: int, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """The sampling noise of `count` size x size fakes, one normal vector per patch, as a
+    replayable draw (`replayable_normal`): it can be large."""
+    shape = (count * (size // self.patch) ** 2, self.patch * self.patch * 3)
+    return replayable_normal(rng, shape)
 
   def _patches(self, images: np.ndarray) -> np.ndarray:
     n, h, w, c = images.shape
@@ -75,7 +112,10 @@ class PatchGMM:
     x = x.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, p * p * c)
 
-  def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  def __call__(self, images: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """The fakes of `images` with the `draw`n noise; needs `fit` first."""
+    if self.basis is None:
+      raise RuntimeError("PatchGMM: fit it before making fakes")
     n, h, w, c = images.shape
     p = self.patch
     patches = self._patches(images)
@@ -84,23 +124,30 @@ class PatchGMM:
     basis = self.basis[component]
     coeffs = np.einsum("nd,ndr->nr", patches - mean, basis)
     samples = mean + np.einsum("nr,ndr->nd", coeffs, basis)
-    samples += rng.normal(size=samples.shape) * self.residual_std[component, None]
+    samples += noise * self.residual_std[component, None]
     out = samples.reshape(n, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
     fakes = images.copy()
     fakes[:, :h - h % p, :w - w % p] = _to_uint8(out.reshape(n, h - h % p, w - w % p, c))
     return fakes
 
 
-def splice_fakes(images: np.ndarray, donors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def splice_draw(count: int, num_donors: int, rng: np.random.Generator) -> list[tuple]:
+  """Per fake: (donor index, centre y, x, radius y, x as fractions of the image side)."""
+  return [(int(rng.integers(num_donors)), rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65),
+           rng.uniform(0.2, 0.35), rng.uniform(0.2, 0.35)) for _ in range(count)]
+
+
+def splice_fakes(images: np.ndarray, donors: np.ndarray, ellipses: list[tuple]) -> np.ndarray:
   """Pastes a colour-matched, feathered ellipse of a donor image into each image."""
   n, h, w, _ = images.shape
   yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
   fakes = np.empty_like(images)
   for i in range(n):
     target = images[i].astype(np.float32)
-    donor = donors[rng.integers(len(donors))].astype(np.float32)
-    cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
-    ry, rx = rng.uniform(0.2, 0.35) * h, rng.uniform(0.2, 0.35) * w
+    donor_index, fy, fx, fry, frx = ellipses[i]
+    donor = donors[donor_index].astype(np.float32)
+    cy, cx = fy * h, fx * w
+    ry, rx = fry * h, frx * w
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
     alpha = ndimage.gaussian_filter(inside.astype(np.float32), sigma=1.5)[..., None]
     # Colour transfer: donor statistics matched to the target's inside the ellipse.

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from agg_jax.config_validation import require
 from agg_jax.data.split import FAKE, REAL, Split
+
+
+def check_batch_size(batch_size: int, key: str = "train.batch_size") -> None:
+  """Class-balanced batches hold as many real as fake images: the size must be even."""
+  require(batch_size % 2 == 0, key, batch_size, "must be even (class-balanced batches)")
 
 
 def _stream(indices: np.ndarray, start: int, count: int, seed: int, stream: int) -> np.ndarray:
@@ -31,8 +37,7 @@ class BalancedBatches:
   """Half real, half fake batches with random horizontal flips, indexed by step."""
 
   def __init__(self, split: Split, batch_size: int, seed: int, flip: bool = True):
-    if batch_size % 2:
-      raise ValueError(f"batch_size={batch_size} must be even for class-balanced batches")
+    check_batch_size(batch_size)
     self.split = split
     self.batch_size = batch_size
     self.seed = seed
@@ -52,7 +57,7 @@ class BalancedBatches:
   def batch(self, step: int, process_index: int = 0, process_count: int = 1) -> dict:
     """This process's rows of the global batch for `step`."""
     rows = self.indices(step).reshape(process_count, -1)[process_index]
-    images = self.split.images[rows]
+    images = self.split.images.read(rows)
     if self.flip:
       flips = np.random.default_rng((self.seed, 2, step)).random(self.batch_size) < 0.5
       flips = flips.reshape(process_count, -1)[process_index]
@@ -69,5 +74,5 @@ def eval_batches(split: Split, batch_size: int, process_index: int = 0,
     mask[:len(rows)] = True
     rows = np.pad(rows, (0, batch_size - len(rows)), mode="edge")
     local = rows.reshape(process_count, -1)[process_index]
-    yield {"images": split.images[local], "labels": split.labels[local].astype(np.float32),
+    yield {"images": split.images.read(local), "labels": split.labels[local].astype(np.float32),
            "mask": mask.reshape(process_count, -1)[process_index]}

@@ -5,6 +5,7 @@ a backbone plus a head: "aggregation" (the paper's model), "logits" (the baselin
 on the 1000 ImageNet logits) or None (the bare backbone, returning `(logits, endpoints)`).
 """
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from agg_jax.config_validation import require, require_fields
 from agg_jax.models.classifier import (AggregatedClassifier, LogitsClassifier, count_params,
                                        param_counts, resolve_windows)
 from agg_jax.models import efficientnet, xception
@@ -41,8 +43,7 @@ def backbone_param_count(name: str) -> int:
 
 
 def create_backbone(name: str, **overrides) -> nn.Module:
-  if name not in BACKBONES:
-    raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}")
+  require(name in BACKBONES, "model.name", name, f"unknown model; known: {', '.join(list_models())}")
   return BACKBONES[name](**overrides)
 
 
@@ -58,8 +59,7 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
       `pool_window` is one int or one per stage.
     **backbone_overrides: fields of the backbone module (e.g. dtype, drop_path_rate).
   """
-  if head not in HEADS:
-    raise ValueError(f"unknown head {head!r}; use one of {HEADS}")
+  require(head in HEADS, "model.head", head, f"use one of {HEADS}")
   if head == "aggregation":
     backbone_overrides.setdefault("include_top", False)  # the head reads blocks, not logits
   backbone = create_backbone(name, **backbone_overrides)
@@ -70,6 +70,37 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
     return LogitsClassifier(backbone, dtype=dtype)
   windows = resolve_windows(backbone.block_names(), backbone.block_stages(), blocks, pool_window)
   return AggregatedClassifier(backbone, windows, tuple(hidden), num_primitives, dtype=dtype)
+
+
+MODEL_FIELDS = ("name", "head", "blocks", "pool_window", "hidden", "num_primitives", "dtype",
+                "drop_path_rate", "init_from")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _positive_ints(value) -> bool:
+  values = [value] if isinstance(value, int) else value
+  return isinstance(values, (list, tuple)) and len(values) > 0 and all(
+      isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+def check_config(config) -> None:
+  """Raises ConfigError naming the first `config.model` field that cannot build a classifier."""
+  require_fields(config, "model", MODEL_FIELDS, "the model")
+  require(config.head in ("aggregation", "logits"), "model.head", config.head,
+          "use 'aggregation' (the paper's head) or 'logits' (the baseline)")
+  require(config.dtype in DTYPES, "model.dtype", config.dtype, f"use one of {DTYPES}")
+  require(_positive_ints(config.hidden) and not isinstance(config.hidden, int), "model.hidden",
+          config.hidden, "must be a tuple of widths > 0, e.g. (256, 256)")
+  require(_positive_ints(config.num_primitives) and isinstance(config.num_primitives, int),
+          "model.num_primitives", config.num_primitives, "must be a whole number > 0")
+  require(isinstance(config.drop_path_rate, (int, float)) and 0 <= config.drop_path_rate < 1,
+          "model.drop_path_rate", config.drop_path_rate, "must be in [0, 1)")
+  require(_positive_ints(config.pool_window), "model.pool_window", config.pool_window,
+          "must be a window > 0, or one per stage")
+  if config.init_from:
+    require(os.path.isdir(config.init_from), "model.init_from", config.init_from,
+            "not a directory (write one with `python -m agg_jax.weights convert`)")
+  from_config(config)  # the backbone name, the head, the blocks and windows it aggregates
 
 
 def from_config(config) -> nn.Module:
@@ -83,6 +114,6 @@ def from_config(config) -> nn.Module:
   return create(config.name, head=config.head, **backbone_fields, **head_fields)
 
 
-__all__ = ["create", "from_config", "create_backbone", "list_models", "backbone_param_count",
+__all__ = ["create", "from_config", "check_config", "create_backbone", "list_models", "backbone_param_count",
            "backbone_variable_shapes", "count_params", "param_counts", "AggregatedClassifier",
            "LogitsClassifier", "EfficientNet", "Xception"]

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agg_jax.config_validation import ConfigError
 from agg_jax.models.head import AggregationHead
 
 
@@ -30,12 +31,13 @@ def resolve_windows(block_names: Sequence[str], block_stages: Sequence[int],
   if isinstance(pool_window, int):
     pool_window = [pool_window] * (max(block_stages) + 1)
   if len(pool_window) != max(block_stages) + 1:
-    raise ValueError(f"model.pool_window has {len(pool_window)} entries; the backbone has "
+    raise ConfigError(f"config.model.pool_window={pool_window!r} has {len(pool_window)} entries; the backbone has "
                      f"{max(block_stages) + 1} stages: give one per stage or a single int")
   if isinstance(blocks, str) and blocks != "all":
     items = [b.strip() for b in blocks.strip("()[] ").split(",") if b.strip()]
     if not items:
-      raise ValueError(f"model.blocks must be 'all' or a list of block indices, got {blocks!r}")
+      raise ConfigError(f"config.model.blocks={blocks!r}: must be 'all' or a list of block "
+                        "indices")
     blocks = [int(b) if b.lstrip("-").isdigit() else b for b in items]
   if blocks == "all":
     chosen = list(block_names)
@@ -45,7 +47,7 @@ def resolve_windows(block_names: Sequence[str], block_stages: Sequence[int],
       name = block_names[block] if isinstance(block, int) and 0 <= block < len(block_names) \
           else block
       if name not in block_names:
-        raise ValueError(f"model.blocks: no block {block!r}; the backbone has "
+        raise ConfigError(f"config.model.blocks: no block {block!r}; the backbone has "
                          f"{len(block_names)} blocks (0..{len(block_names) - 1})")
       chosen.append(name)
     chosen = [name for name in block_names if name in chosen]  # forward order, no duplicates

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from agg_jax.data import BalancedBatches, Split, eval_batches
+from agg_jax.data import ArrayImages, BalancedBatches, Split, eval_batches
 
 
 def _split(n_real=10, n_fake=6):
   n = n_real + n_fake
   images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
   labels = np.array([0] * n_real + [1] * n_fake, np.int32)
-  return Split(images, labels, np.array([f"id{i}" for i in range(n)]))
+  return Split(ArrayImages(images), labels, np.array([f"id{i}" for i in range(n)]))
 
 
 def test_batches_are_balanced_and_interleaved():
@@ -47,7 +47,7 @@ def test_process_shards_partition_the_global_batch():
 
 def test_flips_mirror_images():
   split = _split()
-  split.images[:, :, 0] = 255  # left column bright
+  split.images.array[:, :, 0] = 255  # left column bright
   batch = BalancedBatches(split, 16, seed=0, flip=True).batch(0)["images"]
   flipped = batch[:, 0, -1, 0] == 255
   assert 0 < flipped.sum() < 16
