@@ -16,14 +16,17 @@
 
 - Library code raises `UsageError` (or `config_validation.ConfigError`) for such mistakes; `run`
   turns them into the one line and status 2.
+- Logging is absl logging, at WARNING unless `--verbosity` is given (`--verbosity=0` shows
+  INFO): libraries' INFO lines would drown progress bars and results.
 """
 
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from agg_jax.config_validation import ConfigError
 
@@ -73,10 +76,15 @@ def run(main: Callable[[list[str]], int | None], prog: str) -> NoReturn:
   """Runs an absl `main` under this convention (see the module docstring)."""
 
   def guarded(argv: list[str]) -> int:
+    if not flags.FLAGS["verbosity"].present:
+      logging.set_verbosity(logging.WARNING)
     try:
       return main(argv) or EXIT_OK
     except (UsageError, ConfigError) as e:
       fail(prog, str(e))
+    except BrokenPipeError:  # the reader of our output went away (`... | head`)
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+      return EXIT_OK
     except KeyboardInterrupt:
       print(f"\n{prog}: interrupted; what finished is kept, the same command resumes",
             file=sys.stderr)

@@ -82,8 +82,6 @@ def initialize_distributed() -> None:
 def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise cli.UsageError(f"unexpected arguments {argv[1:]}: every option is a --flag")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO lines (orbax) drown the progress bar
   config = run.resolve_config(FLAGS.workdir, given_config(), FLAGS.mode)
   if FLAGS.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))

@@ -1,8 +1,8 @@
 """Train-step throughput of the aggregated model: shifted depthwise convolution vs XLA's grouped.
 
-DESIGN.md chose to write depthwise convolutions as k*k shifted multiply-adds because XLA's
-grouped convolution is slow on CPU. This measures the whole jitted train step (forward,
-backward, AdamW) both ways in the same run and prints the ratio.
+Depthwise convolutions are written as k*k shifted multiply-adds because XLA's grouped
+convolution is slow on CPU (docs/architecture.md). This measures the whole jitted train step
+(forward, backward, AdamW) both ways in the same run and prints the ratio.
 
   python bench/bench_train_step.py --model=efficientnetv2_mini --size=64 --batch=32
   python bench/bench_train_step.py --model=efficientnetv2_s --size=256 --batch=8 --steps=3

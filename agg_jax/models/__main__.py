@@ -1,16 +1,19 @@
 """Lists the backbones, or prints one backbone's block output shapes at an input size.
 
-  python -m agg_jax.models                        # every backbone with its parameter count
-  python -m agg_jax.models efficientnetv2_s --size=256   # each sown block's output shape
+  python -m agg_jax.models                                # every backbone, parameter counts
+  python -m agg_jax.models efficientnetv2_s --size=256    # each sown block's output shape
 """
-
-import argparse
-import sys
 
 import jax
 import jax.numpy as jnp
+from absl import flags
 
-from agg_jax import models
+from agg_jax import cli, models
+
+PROG = "agg_jax.models"
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("size", 256, "Input height and width.")
 
 
 def block_shapes(name: str, size: int) -> dict[str, tuple[int, ...]]:
@@ -23,24 +26,26 @@ def block_shapes(name: str, size: int) -> dict[str, tuple[int, ...]]:
   return {block: tuple(value[0].shape) for block, value in state["intermediates"].items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m agg_jax.models", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("name", nargs="?", choices=models.list_models())
-  parser.add_argument("--size", type=int, default=256, help="input height and width")
-  args = parser.parse_args(argv)
-  if args.name is None:
+def main(argv: list[str]) -> int:
+  names = argv[1:]
+  if len(names) > 1 or (names and names[0] not in models.list_models()):
+    raise cli.UsageError(f"{' '.join(names)}: give one backbone name or none; known: "
+                         f"{', '.join(models.list_models())}")
+  if FLAGS.size < 32:
+    raise cli.UsageError(f"--size={FLAGS.size}: must be at least 32")
+  if not names:
     for name, count in models.list_models(with_params=True).items():
       print(f"{name:24s} {count:>12,d} parameters")
-    return 0
-  backbone = models.create_backbone(args.name)
-  print(f"{args.name}: {models.backbone_param_count(args.name):,} parameters; blocks at "
-        f"{args.size}x{args.size}:")
+    return cli.EXIT_OK
+  name = names[0]
+  backbone = models.create_backbone(name)
+  print(f"{name}: {models.backbone_param_count(name):,} parameters; blocks at "
+        f"{FLAGS.size}x{FLAGS.size}:")
   stages = dict(zip(backbone.block_names(), backbone.block_stages()))
-  for block, shape in block_shapes(args.name, args.size).items():
+  for block, shape in block_shapes(name, FLAGS.size).items():
     print(f"  {block}  stage {stages[block]}  {'x'.join(map(str, shape[1:]))}")
-  return 0
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, PROG)

@@ -35,7 +35,7 @@ Padding = Literal["same", "symmetric"]
 
 ACTIVATIONS = {"silu": nn.silu, "relu": nn.relu, "relu6": nn.relu6}
 
-# Input normalisations: the model takes uint8 or float pixels in [0, 255] (DESIGN.md).
+# Input normalisations: the model takes uint8 or float pixels in [0, 255] (docs/architecture.md).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -289,8 +289,9 @@ BACKBONES = {
     "mobilenetv2": _builder("mobilenetv2", stem_features=32, activation="relu6",
                             input_norm="imagenet", padding="symmetric", bn_epsilon=1e-5),
     # Scaled-down variants for tests and the demo: the same stages, fewer and narrower blocks.
-    # 6 stages of EfficientNetV2-S, one block each, quarter width: fast tests.
+    # The 6 stages of EfficientNetV2-S with 7 blocks (1+1+1+1+1+2), quarter width: fast tests.
     "efficientnetv2_tiny": _builder("efficientnetv2_s", width=0.25, depth=0.1, head_features=256),
-    # 14 blocks (1+2+2+2+3+4... rounded up), half width: the demo.
+    # The 6 stages with 12 blocks (1+1+1+2+3+4, the depth multiplier rounded up), half width:
+    # the demo.
     "efficientnetv2_mini": _builder("efficientnetv2_s", width=0.5, depth=0.25, head_features=640),
 }

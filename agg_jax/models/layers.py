@@ -2,8 +2,9 @@
 
 Depthwise convolution is written as k*k shifted multiply-adds over the channels-last tensor
 (`implementation="shifted"`): XLA's grouped convolution is several times slower on CPU (see
-DESIGN.md, "Depthwise convolutions"); `implementation="xla"` uses `lax.conv_general_dilated`
-with `feature_group_count=C`, the better choice on some accelerators. Both give the same result.
+docs/architecture.md, "Depthwise convolutions"); `implementation="xla"` uses
+`lax.conv_general_dilated` with `feature_group_count=C`, the better choice on some accelerators.
+Both give the same result.
 """
 
 from typing import Any, Literal

@@ -11,8 +11,10 @@ options skips what the manifest already holds. ``--beam`` runs the same work as 
 pipeline (``agg_jax.preprocess.beam``; Beam's local runner with --workers processes unless
 --beam_options name another).
 
-Exit status (``agg_jax.cli``): 0 when every source has its records, bad files included (their
-records say what is wrong); 2 for a usage mistake (missing input, unwritable output, options
+Exit status (``agg_jax.cli``): 0 when every file was processed (a photo without a face is
+processed: its record says ``no_face``); 1 when a file could not be processed in this run (a
+broken file: its error records say why, and the other files are done; ``--retry_errors`` redoes
+it); 2 for a usage mistake (missing input, unwritable output, options
 that differ from the manifest's), reported in one line ``agg_jax.preprocess: error: ...``
 before anything is written (no output folder is made); 1 when the run could not finish (worker
 processes that cannot run, a failed Beam pipeline); 130 on Ctrl-C. Finished sources are kept in
@@ -78,7 +80,7 @@ def main(argv) -> int:
   except RuntimeError as e:  # Worker processes that cannot run at all, a failed pipeline.
     cli.fail(PROG, str(e), cli.EXIT_FAILED)
   runner.print_summary(summary)
-  return cli.EXIT_OK
+  return cli.EXIT_FAILED if summary.errors else cli.EXIT_OK
 
 
 if __name__ == "__main__":

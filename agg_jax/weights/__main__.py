@@ -1,45 +1,50 @@
 """CLI: convert a Keras or PyTorch weight file into a directory that `model.init_from` loads.
 
   python -m agg_jax.weights convert --source=keras|torch --input=FILE --model=NAME --output=DIR
-      [--no-classifier]
+      [--noclassifier]
+
+Exit status and errors follow agg_jax/cli.py: a file that cannot be read or does not fit the
+model is one line naming the file and the first bad key, status 2, and no output is written.
 """
 
-import argparse
 import os
-import sys
 
-from agg_jax import models
+from absl import flags
+
+from agg_jax import cli, models
 from agg_jax.weights import SOURCES, WeightsError, convert, save
 
+PROG = "agg_jax.weights"
+COMMANDS = ("convert",)
 
-def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m agg_jax.weights", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  commands = parser.add_subparsers(dest="command", required=True)
-  conv = commands.add_parser("convert", help="import a weight file")
-  conv.add_argument("--source", required=True, choices=SOURCES)
-  conv.add_argument("--input", required=True, help="a .weights.h5/.keras/.h5 or .pth/.safetensors")
-  conv.add_argument("--model", required=True, choices=models.list_models())
-  conv.add_argument("--output", required=True, help="directory to write")
-  conv.add_argument("--no-classifier", action="store_true",
-                    help="the file has no 1000-class layer (Keras *_notop.h5)")
-  args = parser.parse_args(argv)
-  if not os.path.isfile(args.input):
-    print(f"error: --input {args.input} does not exist", file=sys.stderr)
-    return 2
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("source", None, list(SOURCES), "Who wrote the file.")
+flags.DEFINE_string("input", None, "A .weights.h5/.keras/.h5 or .pth/.safetensors file.")
+flags.DEFINE_enum("model", None, models.list_models(), "The backbone the weights are for.")
+flags.DEFINE_string("output", None, "Directory to write.")
+flags.DEFINE_bool("classifier", True,
+                  "The file has the 1000-class layer (--noclassifier: Keras *_notop.h5).")
+
+
+def main(argv: list[str]) -> int:
+  if argv[1:] != ["convert"]:
+    raise cli.UsageError(f"give one command, one of {COMMANDS} (got {argv[1:] or 'none'})")
+  for name in ("source", "input", "model", "output"):
+    if FLAGS[name].value is None:
+      raise cli.UsageError(f"convert needs --{name}")
+  if not os.path.isfile(FLAGS.input):
+    raise cli.UsageError(f"--input={FLAGS.input}: no such file")
   try:
-    variables = convert(args.source, args.input, args.model,
-                        classifier=not args.no_classifier)
-  except WeightsError as error:
-    print(f"error: {error}", file=sys.stderr)
-    return 1
-  save(args.output, args.model, variables, source=args.source,
-       input=os.path.abspath(args.input))
-  print(f"{args.model}: {models.count_params(variables['params']):,} parameters + "
+    variables = convert(FLAGS.source, FLAGS.input, FLAGS.model, classifier=FLAGS.classifier)
+  except WeightsError as e:
+    raise cli.UsageError(str(e)) from None
+  save(FLAGS.output, FLAGS.model, variables, source=FLAGS.source,
+       input=os.path.abspath(FLAGS.input))
+  print(f"{FLAGS.model}: {models.count_params(variables['params']):,} parameters + "
         f"{models.count_params(variables.get('batch_stats', {})):,} batch-norm statistics "
-        f"from {args.input} -> {args.output}")
-  return 0
+        f"from {FLAGS.input} -> {FLAGS.output}")
+  return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run(main, PROG)

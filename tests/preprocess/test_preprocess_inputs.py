@@ -70,11 +70,11 @@ def test_cli_usage_errors_exit_non_zero_with_a_message(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_cli_exit_zero_on_bad_files_and_rerun_skips_done(tmp_path):
+def test_cli_exit_one_on_bad_files_and_rerun_skips_done(tmp_path):
   write_broken_files(tmp_path / "in")
   out = tmp_path / "out"
   result = _cli(f"--input={tmp_path / 'in'}", f"--output={out}", "--workers=2")
-  assert result.returncode == 0, result.stderr
+  assert result.returncode == 1, result.stderr  # Bad files could not be processed; the rest is.
   assert f"{len(BROKEN) + 1} files found, 0 already done" in result.stderr
   lines = (out / MANIFEST).read_text().splitlines()
   result = _cli(str(tmp_path / "in"), f"--output={out}")  # Positional inputs work too.
