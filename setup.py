@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
+    "tensorboard==2.21.0",  # to look at them: `tensorboard --logdir=RUN/tensorboard`
 ]
 
 IMPORT_REQUIRES = [  # reading pretrained weights (agg_jax.weights); CPU torch, see README
@@ -38,8 +39,7 @@ EXTRAS_REQUIRE = {
     "import": IMPORT_REQUIRES,
     "beam": BEAM_REQUIRES,
     # The test suite: the importers, and Keras 3 (on JAX, no TensorFlow) as the reference model.
-    # tensorboard: an independent reader of the event files.
-    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1", "tensorboard==2.21.0",
+    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1",
              *IMPORT_REQUIRES,
              *BEAM_REQUIRES],
 }
