@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agg_jax import models, weights
+from agg_jax import cli, models, weights
 from agg_jax.weights import WeightsError, flatten
+from tests.helpers import one_line_error
 
 
 def _init(model, seed=0):
@@ -111,6 +112,8 @@ def test_convert_cli_reports_the_first_bad_key(tmp_path):
              f"--input={tmp_path / 'partial.pth'}", "--model=mobilenetv2",
              f"--output={tmp_path / 'out'}"]
   result = subprocess.run(command, capture_output=True, text=True, check=False)
-  assert result.returncode == 1
-  assert "missing key(s), first features.0.1.weight" in result.stderr
+  # A file that does not fit the model is a usage mistake (agg_jax/cli.py): status 2, one line.
+  assert result.returncode == cli.EXIT_USAGE, result.stderr
+  line = one_line_error(result, "agg_jax.weights")
+  assert "partial.pth" in line and "missing key(s), first features.0.1.weight" in line
   assert not (tmp_path / "out").exists()
