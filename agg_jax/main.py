@@ -65,8 +65,9 @@ def given_config() -> ml_collections.ConfigDict | None:
 
 def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
   """Every field a run reads, checked by the module that reads it, before any compute."""
-  from agg_jax import train  # pylint: disable=import-outside-toplevel
+  from agg_jax import train, weights  # pylint: disable=import-outside-toplevel
   models.check_config(config.model)
+  weights.check_config(config.model)
   data.check_config(config.data)
   sharding.check_config(config, device_count)
   train.check_config(config, device_count)
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
       train.train_and_evaluate(config, FLAGS.workdir)
     else:
       evaluate.evaluate_run(config, FLAGS.workdir)
-  except weights.WeightsError as e:
+  except weights.WeightsError as e:  # converted weights that turn out unreadable
     raise cli.UsageError(str(e)) from None
   return cli.EXIT_OK
 

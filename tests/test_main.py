@@ -62,9 +62,16 @@ def test_a_mistake_is_one_line_before_any_compute_and_leaves_nothing(tmp_path, o
 
 
 def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
+  from agg_jax import weights  # pylint: disable=import-outside-toplevel
   a_file = tmp_path / "a_file"
   a_file.write_text("")
+  other = tmp_path / "mini_weights"
+  weights.save(str(other), "efficientnetv2_mini", {"params": {"w": np.zeros(1, np.float32)}})
   cases = [
+      (run_main(*TINY, f"--config.model.init_from={tmp_path / 'none'}", workdir=tmp_path / "r"),
+       f"config.model.init_from='{tmp_path / 'none'}': not a directory"),
+      (run_main(*TINY, f"--config.model.init_from={other}", workdir=tmp_path / "r"),
+       "holds weights of 'efficientnetv2_mini', but model.name is 'efficientnetv2_tiny'"),
       (run_main(workdir=a_file), "is a file, not a run directory"),
       (run_main(workdir=tmp_path / "r", config="configs/nope.py"),
        "--config=configs/nope.py: cannot load it: [Errno 2] No such file"),
@@ -76,7 +83,7 @@ def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
   for out, message in cases:
     assert message in one_line_error(out, PROG)
     assert out.returncode == 2
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "mini_weights"]
 
 
 def test_the_papers_config_is_accepted_and_its_data_can_be_made():

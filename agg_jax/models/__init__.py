@@ -5,7 +5,6 @@ a backbone plus a head: "aggregation" (the paper's model), "logits" (the baselin
 on the 1000 ImageNet logits) or None (the bare backbone, returning `(logits, endpoints)`).
 """
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,7 +83,8 @@ def _positive_ints(value) -> bool:
 
 
 def check_config(config) -> None:
-  """Raises ConfigError naming the first `config.model` field that cannot build a classifier."""
+  """Raises ConfigError naming the first `config.model` field that cannot build a classifier
+  (`weights.check_config` checks `init_from`)."""
   require_fields(config, "model", MODEL_FIELDS, "the model")
   require(config.head in ("aggregation", "logits"), "model.head", config.head,
           "use 'aggregation' (the paper's head) or 'logits' (the baseline)")
@@ -97,9 +97,6 @@ def check_config(config) -> None:
           "model.drop_path_rate", config.drop_path_rate, "must be in [0, 1)")
   require(_positive_ints(config.pool_window), "model.pool_window", config.pool_window,
           "must be a window > 0, or one per stage")
-  if config.init_from:
-    require(os.path.isdir(config.init_from), "model.init_from", config.init_from,
-            "not a directory (write one with `python -m agg_jax.weights convert`)")
   from_config(config)  # the backbone name, the head, the blocks and windows it aggregates
 
 

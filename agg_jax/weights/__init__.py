@@ -9,16 +9,32 @@ name (`model.init_from=DIR`). The paper fine-tunes an ImageNet-
 pretrained EfficientNetV2-S (section IV); these modules make that starting point reproducible.
 """
 
+import os
 from typing import Any
 
 from agg_jax import models
 from agg_jax.models.efficientnet import EfficientNet
 from agg_jax.weights import keras, pytorch
 from agg_jax.weights.assign import WeightsError, assign, flatten, unflatten
-from agg_jax.weights.restore import init_from, load_checked, restore_into
+from agg_jax.config_validation import ConfigError
+from agg_jax.weights.restore import check_backbone, init_from, load_checked, restore_into
 from agg_jax.weights.store import load, save
 
 SOURCES = ("keras", "torch")
+
+
+def check_config(model_config) -> None:
+  """`config.model.init_from`: empty, or a converted-weights directory of `config.model.name`."""
+  directory = model_config.init_from
+  if not directory:
+    return
+  if not os.path.isdir(directory):
+    raise ConfigError(f"config.model.init_from={directory!r}: not a directory (write one with "
+                      "`python -m agg_jax.weights convert`)")
+  try:
+    check_backbone(directory, model_config.name)
+  except WeightsError as e:
+    raise ConfigError(str(e)) from None
 
 
 def convert(source: str, path: str, model: str, *, classifier: bool = True) -> dict[str, Any]:
@@ -59,5 +75,5 @@ def convert(source: str, path: str, model: str, *, classifier: bool = True) -> d
   return unflatten(assign(arrays, pairs, shapes, what=path, ignored=ignored))
 
 
-__all__ = ["convert", "load", "load_checked", "save", "restore_into", "init_from", "WeightsError",
+__all__ = ["convert", "check_config", "check_backbone", "load", "load_checked", "save", "restore_into", "init_from", "WeightsError",
            "SOURCES"]

@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 
 from agg_jax.weights.assign import WeightsError, flatten, unflatten
-from agg_jax.weights.store import load
+from agg_jax.weights.store import load, saved_model
 
 IMAGENET_TOP = ("head_conv", "head_bn", "classifier")
 
@@ -59,17 +59,22 @@ def restore_into(variables: dict[str, Any], loaded: dict[str, Any], *,
   return unflatten(out)
 
 
-def load_checked(directory: str, model: str) -> dict[str, Any]:
-  """The variables of a converted-weights directory, which must be for backbone `model`.
+def check_backbone(directory: str, model: str) -> None:
+  """Raises WeightsError unless the converted-weights directory holds weights of `model`.
 
   The name check matters: e.g. efficientnetv2_s and tv_efficientnetv2_s share every shape but
   not the padding their weights were trained with.
   """
-  name, loaded = load(directory)
+  name = saved_model(directory)
   if name != model:
     raise WeightsError(f"model.init_from={directory} holds weights of {name!r}, but "
                        f"model.name is {model!r}")
-  return loaded
+
+
+def load_checked(directory: str, model: str) -> dict[str, Any]:
+  """The variables of a converted-weights directory, which must be for backbone `model`."""
+  check_backbone(directory, model)
+  return load(directory)[1]
 
 
 def init_from(variables: dict[str, Any], directory: str, model: str, *,

@@ -25,18 +25,29 @@ def save(directory: str, model: str, variables: dict[str, Any], **meta: Any) -> 
   atomic_write(os.path.join(directory, META), lambda f: f.write(text))
 
 
-def load(directory: str) -> tuple[str, dict[str, Any]]:
-  """(model name, variables) of a directory written by `save`."""
-  meta_path, var_path = os.path.join(directory, META), os.path.join(directory, VARIABLES)
-  for path in (meta_path, var_path):
+def _check_files(directory: str) -> None:
+  for path in (os.path.join(directory, META), os.path.join(directory, VARIABLES)):
     if not os.path.isfile(path):
       raise WeightsError(f"{path} does not exist: {directory!r} is not a directory written by "
                          "`python -m agg_jax.weights convert`")
+
+
+def saved_model(directory: str) -> str:
+  """The backbone name a directory written by `save` holds weights of (reads no weights)."""
+  _check_files(directory)
   try:
-    with open(meta_path) as f:
-      model = json.load(f)["model"]
-    with np.load(var_path, allow_pickle=False) as npz:
+    with open(os.path.join(directory, META)) as f:
+      return json.load(f)["model"]
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise WeightsError(f"{directory}: unreadable converted weights: {error}") from error
+
+
+def load(directory: str) -> tuple[str, dict[str, Any]]:
+  """(model name, variables) of a directory written by `save`."""
+  model = saved_model(directory)
+  try:
+    with np.load(os.path.join(directory, VARIABLES), allow_pickle=False) as npz:
       flat = {key: npz[key] for key in npz.files}
-  except (OSError, ValueError, KeyError) as error:
+  except (OSError, ValueError) as error:
     raise WeightsError(f"{directory}: unreadable converted weights: {error}") from error
   return model, unflatten(flat)
