@@ -50,8 +50,8 @@ from agg_jax.preprocess.sources import Source
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # For tests/.
 from tests import synthetic_video  # noqa: E402
+from tests.helpers import FACES_MINI as DATA  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "faces-mini"
 FOLDERS = ("real/yonsei", "real/amfd", "fake/photoshop", "fake/gan", "fake/sd21")
 MATCHED_IOU = 0.5  # A fresh box overlapping the face region less than this is a wrong face.
 ROWS = {  # Row labels of the three re-detections (the first row of a folder is "fresh").
