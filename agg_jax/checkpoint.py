@@ -74,7 +74,8 @@ def restore_best(workdir: str, abstract_variables: Any) -> Any:
   directory = os.path.join(os.path.abspath(workdir), "best")
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no best checkpoint under {directory}: train first")
-  with ocp.CheckpointManager(directory, options=_best_options(read_only=True)) as manager:
+  # create=False: nothing is created or written (read_only=True would say so in a warning).
+  with ocp.CheckpointManager(directory, options=_best_options(create=False)) as manager:
     return _restore_best(manager, abstract_variables)
 
 
