@@ -13,6 +13,8 @@ import jax
 import orbax.checkpoint as ocp
 
 BEST_METRIC = "val_ap"
+LATEST_DIR = "checkpoints"  # in the run directory
+BEST_DIR = "best"
 
 
 class RunCheckpoints:
@@ -21,9 +23,9 @@ class RunCheckpoints:
   def __init__(self, workdir: str, keep_latest: int = 1):
     workdir = os.path.abspath(workdir)
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
+        os.path.join(workdir, LATEST_DIR),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
-    self.best = ocp.CheckpointManager(os.path.join(workdir, "best"),
+    self.best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR),
                                       options=_best_options(create=True))
 
   def latest_step(self) -> int | None:
@@ -71,7 +73,7 @@ def _restore_best(manager: ocp.CheckpointManager, abstract_variables: Any) -> An
 
 def restore_best(workdir: str, abstract_variables: Any) -> Any:
   """The best variables of the run in `workdir`, read without writing or creating anything."""
-  directory = os.path.join(os.path.abspath(workdir), "best")
+  directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f"no best checkpoint under {directory}: train first")
   # create=False: nothing is created or written (read_only=True would say so in a warning).

@@ -53,7 +53,7 @@ def evaluate_dataset(predict, variables, dataset: Dataset, config, workdir: str,
     results_dir = run.results_dir(workdir)
     fileio.atomic_write_text(results_dir / run.METRICS, json.dumps(results, indent=2))
     tables.write_run_tables(results_dir)
-    print((results_dir / "summary.md").read_text(), flush=True)
+    print((results_dir / run.SUMMARY).read_text(), flush=True)
   return results
 
 

@@ -15,18 +15,18 @@ A run directory (`--workdir`) holds:
 import json
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from agg_jax import checkpoint, data, fileio, models, sharding
+from agg_jax import fileio
 from agg_jax.cli import UsageError
 
 CONFIG = "config.json"
 RESULTS = "results"
-SCORES = "scores"
-METRICS = "metrics.json"
+SCORES = "scores"  # in RESULTS
+METRICS = "metrics.json"  # in RESULTS
+AP_CSV = "ap.csv"  # in RESULTS
+SUMMARY = "summary.md"  # in RESULTS
 
 
 # Fields that say how a run is executed, not what it computes: a command on a saved run may
@@ -146,6 +146,11 @@ def restore_best(workdir, config: ml_collections.ConfigDict, mesh):
   Built from the config alone (the input shape comes from the data source's config, no data is
   read); RunError when the run has no best checkpoint yet.
   """
+  # The model stack is imported here, not at the top: readers of score files and configs
+  # (the tables command) need no JAX.
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from agg_jax import checkpoint, data, models, sharding  # pylint: disable=import-outside-toplevel
   model = models.from_config(config.model)
   images = jnp.zeros((1, *data.image_shape(config.data)), jnp.uint8)
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images, train=False))

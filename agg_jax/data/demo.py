@@ -79,11 +79,11 @@ def check(data: ml_collections.ConfigDict) -> None:
   require_fields(data, "data", FIELDS, "the demo source")
   require(data.train_set in GENERATORS, "data.train_set", data.train_set,
           f"the demo's training sets are {GENERATORS}")
-  size = data.image_size
+  size, largest = data.image_size, largest_size()
   require(isinstance(size, int) and size >= 32 and size % 16 == 0, "data.image_size", size,
           "must be a multiple of 16, at least 32")
-  require(size <= largest_size(), "data.image_size", size,
-          f"the demo's photographs allow at most {largest_size()} px")
+  require(size <= largest, "data.image_size", size,
+          f"the demo's photographs allow at most {largest} px")
   for key in ("train_per_class", "val_per_class", "test_per_class"):
     require(isinstance(data[key], int) and data[key] > 0, f"data.{key}", data[key],
             "must be a whole number > 0")

@@ -42,7 +42,8 @@ def backbone_param_count(name: str) -> int:
 
 
 def create_backbone(name: str, **overrides) -> nn.Module:
-  require(name in BACKBONES, "model.name", name, f"unknown model; known: {', '.join(list_models())}")
+  require(name in BACKBONES, "model.name", name,
+          f"unknown model; known: {', '.join(list_models())}")
   return BACKBONES[name](**overrides)
 
 
@@ -76,10 +77,12 @@ MODEL_FIELDS = ("name", "head", "blocks", "pool_window", "hidden", "num_primitiv
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _positive_ints(value) -> bool:
-  values = [value] if isinstance(value, int) else value
-  return isinstance(values, (list, tuple)) and len(values) > 0 and all(
-      isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+def _whole_positive(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_list(value) -> bool:
+  return isinstance(value, (list, tuple)) and len(value) > 0 and all(map(_whole_positive, value))
 
 
 def check_config(config) -> None:
@@ -89,13 +92,14 @@ def check_config(config) -> None:
   require(config.head in ("aggregation", "logits"), "model.head", config.head,
           "use 'aggregation' (the paper's head) or 'logits' (the baseline)")
   require(config.dtype in DTYPES, "model.dtype", config.dtype, f"use one of {DTYPES}")
-  require(_positive_ints(config.hidden) and not isinstance(config.hidden, int), "model.hidden",
-          config.hidden, "must be a tuple of widths > 0, e.g. (256, 256)")
-  require(_positive_ints(config.num_primitives) and isinstance(config.num_primitives, int),
-          "model.num_primitives", config.num_primitives, "must be a whole number > 0")
+  require(_positive_list(config.hidden), "model.hidden", config.hidden,
+          "must be a tuple of widths > 0, e.g. (256, 256)")
+  require(_whole_positive(config.num_primitives), "model.num_primitives",
+          config.num_primitives, "must be a whole number > 0")
   require(isinstance(config.drop_path_rate, (int, float)) and 0 <= config.drop_path_rate < 1,
           "model.drop_path_rate", config.drop_path_rate, "must be in [0, 1)")
-  require(_positive_ints(config.pool_window), "model.pool_window", config.pool_window,
+  require(_whole_positive(config.pool_window) or _positive_list(config.pool_window),
+          "model.pool_window", config.pool_window,
           "must be a window > 0, or one per stage")
   from_config(config)  # the backbone name, the head, the blocks and windows it aggregates
 
@@ -111,6 +115,6 @@ def from_config(config) -> nn.Module:
   return create(config.name, head=config.head, **backbone_fields, **head_fields)
 
 
-__all__ = ["create", "from_config", "check_config", "create_backbone", "list_models", "backbone_param_count",
-           "backbone_variable_shapes", "count_params", "param_counts", "AggregatedClassifier",
-           "LogitsClassifier", "EfficientNet", "Xception"]
+__all__ = ["create", "from_config", "check_config", "create_backbone", "list_models",
+           "backbone_param_count", "backbone_variable_shapes", "count_params", "param_counts",
+           "AggregatedClassifier", "LogitsClassifier", "EfficientNet", "Xception"]

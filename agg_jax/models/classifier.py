@@ -31,8 +31,9 @@ def resolve_windows(block_names: Sequence[str], block_stages: Sequence[int],
   if isinstance(pool_window, int):
     pool_window = [pool_window] * (max(block_stages) + 1)
   if len(pool_window) != max(block_stages) + 1:
-    raise ConfigError(f"config.model.pool_window={pool_window!r} has {len(pool_window)} entries; the backbone has "
-                     f"{max(block_stages) + 1} stages: give one per stage or a single int")
+    raise ConfigError(f"config.model.pool_window={pool_window!r} has {len(pool_window)} "
+                      f"entries; the backbone has {max(block_stages) + 1} stages: give one per "
+                      "stage or a single int")
   if isinstance(blocks, str) and blocks != "all":
     items = [b.strip() for b in blocks.strip("()[] ").split(",") if b.strip()]
     if not items:

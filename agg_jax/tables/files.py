@@ -4,7 +4,7 @@ import csv
 import io
 from pathlib import Path
 
-from agg_jax import fileio
+from agg_jax import fileio, run
 from agg_jax.tables.records import (
     LEVELS,
     LONG_COLUMNS,
@@ -36,7 +36,7 @@ def write_run_tables(results_dir, *, exclude_in_domain=False):
   """
   results_dir = find_results_dir(results_dir)
   saved = read_metrics_json(results_dir)
-  source = str(results_dir / "metrics.json")
+  source = str(results_dir / run.METRICS)
   levels = run_levels(saved["test_sets"], source)
   by_level = {
       level: run_records(
@@ -55,9 +55,9 @@ def write_run_tables(results_dir, *, exclude_in_domain=False):
       columns=tuple(map(Column, labels)),
       rows=((saved["model"], tuple(values)),),
   )
-  fileio.atomic_write_text(results_dir / "ap.csv", to_csv(ap_table))
+  fileio.atomic_write_text(results_dir / run.AP_CSV, to_csv(ap_table))
   fileio.atomic_write_text(
-      results_dir / "summary.md",
+      results_dir / run.SUMMARY,
       _run_summary_markdown(saved, by_level, exclude_in_domain=exclude_in_domain),
   )
 

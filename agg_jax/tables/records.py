@@ -97,10 +97,10 @@ def load_runs(paths, *, level="auto", from_scores=False, threshold=0.5, video_ag
       test_sets = metrics_from_scores(
           results_dir, threshold=threshold, video_aggregation=video_aggregation
       )
-      source = str(results_dir / "scores")
+      source = str(results_dir / run.SCORES)
     else:
       test_sets = read_metrics_json(results_dir)["test_sets"]
-      source = str(results_dir / "metrics.json")
+      source = str(results_dir / run.METRICS)
     records += run_records(model, train, test_sets, level=level, source=source)
   return check_unique(records)
 
@@ -108,10 +108,10 @@ def load_runs(paths, *, level="auto", from_scores=False, threshold=0.5, video_ag
 def find_results_dir(path):
   """The folder holding metrics.json or scores/: given a run, its results/ or metrics.json."""
   path = Path(path)
-  if path.is_file() and path.name == "metrics.json":
+  if path.is_file() and path.name == run.METRICS:
     return path.parent
-  for candidate in (path / "results", path):
-    if (candidate / "metrics.json").is_file() or (candidate / "scores").is_dir():
+  for candidate in (path / run.RESULTS, path):
+    if (candidate / run.METRICS).is_file() or (candidate / run.SCORES).is_dir():
       return candidate
   raise FileNotFoundError(
       f"{path}: not a run directory (no results/metrics.json, "
@@ -122,11 +122,14 @@ def find_results_dir(path):
 def run_identity(results_dir):
   """(model, train) of a run: from metrics.json, else from the run's config.json."""
   results_dir = Path(results_dir)
-  if (results_dir / "metrics.json").is_file():
+  if (results_dir / run.METRICS).is_file():
     saved = read_metrics_json(results_dir)
     return saved["model"], saved["train"]
-  config_path = results_dir.parent / "config.json"
-  config = _read_json(config_path)
+  config_path = run.config_path(results_dir.parent)
+  try:
+    config = run.read_config_json(results_dir.parent)
+  except run.RunError as e:
+    raise ValueError(str(e)) from None
   return (
       _lookup(config, ("model", "name"), config_path),
       _lookup(config, ("data", "train_set"), config_path),
@@ -134,7 +137,7 @@ def run_identity(results_dir):
 
 
 def read_metrics_json(results_dir):
-  path = Path(results_dir) / "metrics.json"
+  path = Path(results_dir) / run.METRICS
   saved = _read_json(path)
   for key in ("model", "train", "test_sets"):
     _lookup(saved, (key,), path)
@@ -143,9 +146,9 @@ def read_metrics_json(results_dir):
 
 def metrics_from_scores(results_dir, *, threshold=0.5, video_aggregation="mean"):
   """{test: compute_metrics output} recomputed from results_dir/scores/<test>.npz."""
-  score_files = sorted((Path(results_dir) / "scores").glob("*.npz"))
+  score_files = sorted((Path(results_dir) / run.SCORES).glob("*.npz"))
   if not score_files:
-    raise FileNotFoundError(f"{Path(results_dir) / 'scores'}: no .npz score files")
+    raise FileNotFoundError(f"{Path(results_dir) / run.SCORES}: no .npz score files")
   test_sets = {}
   for path in score_files:
     saved = _load_scores(path)

@@ -75,5 +75,5 @@ def convert(source: str, path: str, model: str, *, classifier: bool = True) -> d
   return unflatten(assign(arrays, pairs, shapes, what=path, ignored=ignored))
 
 
-__all__ = ["convert", "check_config", "check_backbone", "load", "load_checked", "save", "restore_into", "init_from", "WeightsError",
-           "SOURCES"]
+__all__ = ["convert", "check_config", "check_backbone", "load", "load_checked", "save",
+           "restore_into", "init_from", "WeightsError", "SOURCES"]
