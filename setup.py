@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "tensorflow-datasets==4.9.10",
+    "importlib-resources==7.1.0",  # tensorflow-datasets needs it to build, and does not say so
     "grain==0.2.18",
     "dlib-bin==20.0.1.post1",
     "face-recognition-models==0.3.0",  # dlib's 68-point landmark and CNN face models
