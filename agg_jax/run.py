@@ -31,7 +31,7 @@ SUMMARY = "summary.md"  # in RESULTS
 
 # Fields that say how a run is executed, not what it computes: a command on a saved run may
 # give other values (another machine, another device count).
-EXECUTION_FIELDS = ("mesh", "sharding_rules", "train.eval_batch_size")
+EXECUTION_FIELDS = ("mesh", "sharding_rules", "train.eval_batch_size", "data.workers")
 SHOWN_DIFFERENCES = 5
 
 
@@ -132,8 +132,9 @@ def resolve_config(workdir, given: ml_collections.ConfigDict | None,
   with saved.unlocked():
     for field in EXECUTION_FIELDS:
       section, _, key = field.rpartition(".")
-      target = saved[section] if section else saved
-      target[key] = (given[section] if section else given)[key]
+      source = given[section] if section else given
+      if key in source:
+        (saved[section] if section else saved)[key] = source[key]
   return saved
 
 

@@ -7,6 +7,7 @@ donates its state. The latest state is checkpointed for resumption, and the vari
 best validation AP are kept for evaluation (checkpoint.py).
 """
 
+import dataclasses
 import os
 from typing import Any
 
@@ -174,15 +175,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"resumed from step {start} in {workdir}", flush=True)
   best_ap = ckpts.best_metric()
 
-  batches = data.BalancedBatches(dataset.train, config.train.batch_size, config.seed)
+  augment = data.augmentation(config.data)
+  batches = data.BalancedBatches(dataset.train, config.train.batch_size, config.seed,
+                                 flip=augment.flip, mix=dataset.train_mix,
+                                 augment=dataclasses.replace(augment, flip=False))
   train_step = make_train_step(mesh, state_shardings)
   predict = evaluate.make_predict_fn(model, mesh)
   log = train_log.TrainLog(workdir, start, enabled=jax.process_index() == 0)
   t = config.train
   progress = tqdm(range(start, t.num_steps), initial=start, total=t.num_steps, unit="step",
                   disable=jax.process_index() != 0, desc="train")
-  for step in progress:
-    local = batches.batch(step, jax.process_index(), jax.process_count())
+  stream = data.train_stream(batches, start, t.num_steps, jax.process_index(),
+                             jax.process_count(), data.workers(config.data))
+  for step, local in zip(progress, stream):
     state, metrics = train_step(state, sharding.global_batch(local, mesh))
     done = step + 1
     if done % t.log_every == 0 or done == t.num_steps:
@@ -199,6 +204,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if done % t.checkpoint_every == 0 or done == t.num_steps:
       ckpts.save_latest(done, state)
   progress.close()
+  getattr(stream, "close", lambda: None)()  # grain's worker processes
   log.close()
   ckpts.wait()
 

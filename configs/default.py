@@ -36,6 +36,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.val_per_class = 128
   config.data.test_per_class = 256
   config.data.seed = 0
+  # The input pipeline (every source): processes that read, decode and augment training batches
+  # (0: the training process itself), and the training augmentation (Wang et al., CVPR 2020:
+  # blur and JPEG each with probability p; "CNN (p=0.1)" in Table I).
+  config.data.workers = 0
+  config.data.augment = ml_collections.ConfigDict(
+      {"flip": True, "blur_prob": 0.0, "jpeg_prob": 0.0})
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32

@@ -18,11 +18,12 @@ from types import ModuleType
 
 import ml_collections
 
-from agg_jax.config_validation import ConfigError, require_fields
-from agg_jax.data.sampler import BalancedBatches, check_batch_size, eval_batches
+from agg_jax.config_validation import ConfigError, require, require_fields
+from agg_jax.data import augment
+from agg_jax.data.sampler import BalancedBatches, check_batch_size, eval_batches, train_stream
 from agg_jax.data.split import FAKE, REAL, ArrayImages, Dataset, Images, Split
 
-SOURCES = {"demo": "agg_jax.data.demo"}
+SOURCES = {"demo": "agg_jax.data.demo", "tfds": "agg_jax.data.tfds_source"}
 SOURCE_API = ("check", "image_shape", "load")
 
 
@@ -44,9 +45,24 @@ def source(name: str) -> ModuleType:
 
 
 def check_config(data: ml_collections.ConfigDict) -> None:
-  """Checks `config.data`: the source named, then the fields that source reads."""
+  """Checks `config.data`: the source named, the fields that source reads, then the pipeline's
+  own fields (workers, augment)."""
   require_fields(data, "data", ("source",), "every data source")
   source(data.source).check(data)
+  count = data.get("workers", 0)
+  require(isinstance(count, int) and count >= 0, "data.workers", count,
+          "must be a whole number >= 0 (0: batches are made in the training process)")
+  augment.check_config(data)
+
+
+def workers(data: ml_collections.ConfigDict) -> int:
+  """Processes that read, decode and augment training batches (`data.workers`, default 0)."""
+  return int(data.get("workers", 0))
+
+
+def augmentation(data: ml_collections.ConfigDict) -> augment.Augment:
+  """The training augmentation of `data.augment` (flip only when absent)."""
+  return augment.from_config(data)
 
 
 def image_shape(data: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -59,6 +75,6 @@ def load(data: ml_collections.ConfigDict) -> Dataset:
   return source(data.source).load(data)
 
 
-__all__ = ["SOURCES", "source", "check_config", "image_shape", "load", "Dataset", "Split",
-           "Images", "ArrayImages", "BalancedBatches", "check_batch_size", "eval_batches",
-           "REAL", "FAKE"]
+__all__ = ["SOURCES", "source", "check_config", "workers", "augmentation", "image_shape", "load",
+           "Dataset", "Split", "Images", "ArrayImages", "BalancedBatches", "check_batch_size",
+           "eval_batches", "train_stream", "REAL", "FAKE"]

