@@ -12,6 +12,7 @@ in the metadata (``skipped``) when the build ends.
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
@@ -99,12 +100,10 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     class Align(beam.DoFn):
       def setup(self):
-        from agg_jax.preprocess.aligner import Aligner  # pylint: disable=import-outside-toplevel
-        self.aligner = Aligner(settings)
         self.log = _SkipLog(log_dir)
 
       def process(self, item):
-        kept, skipped = faces.examples(self.aligner, item)
+        kept, skipped = faces.examples(_thread_aligner(settings), item)
         self.log.write(item, skipped)
         yield from kept
 
@@ -123,6 +122,19 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       by_status[reason] = by_status.get(reason, 0) + 1
     self.info.metadata["skipped"] = {"count": len(skipped), "by_status": by_status,
                                      "listed": skipped[:LISTED_SKIPS]}
+
+
+_THREAD = threading.local()  # each Beam worker thread's aligners, by settings
+
+
+def _thread_aligner(settings: Settings):
+  """The aligner of this thread and settings: the dlib models (~70 MB, ~1 s to load) loaded once
+  per worker thread, not once per split (each split has its own DoFn instance)."""
+  from agg_jax.preprocess.aligner import Aligner  # pylint: disable=import-outside-toplevel
+  aligners = _THREAD.__dict__.setdefault("aligners", {})
+  if settings not in aligners:
+    aligners[settings] = Aligner(settings)
+  return aligners[settings]
 
 
 class _SkipLog:
