@@ -5,7 +5,9 @@
   python -m agg_jax.datasets list
 
 NAME is a builder of ``datasets/`` or the path of a builder folder. ``--config`` names one of
-the builder's configs, or is JSON that sets its fields (``'{"name": "c23", "frames": 10}'``).
+the builder's configs, or is JSON that sets the fields of a config of one's own, which needs a
+name of its own (``'{"name": "c23_10", "compression": "c23", "frames": 10}'``); it is
+prepared in ``DATA_DIR/NAME/<its name>``.
 ``tfds build`` works too where TensorFlow is installed; this command needs none. It ends with
 the examples per split, the skips and the build time. Exit status: agg_jax/cli.py (1 if
 anything was skipped).
@@ -44,9 +46,13 @@ def _config(builder_cls, given: str | None):
   if given.startswith("{"):
     try:
       fields = json.loads(given)
-      return builder_cls.BUILDER_CONFIGS[0].__class__(**fields)
+      config = builder_cls.BUILDER_CONFIGS[0].__class__(**fields)
     except (ValueError, TypeError) as e:
       raise cli.UsageError(f"--config={given}: not a config of {builder_cls.name} ({e})") from None
+    if config.name in names:
+      raise cli.UsageError(f"--config={given}: a config of your own needs a name of its own "
+                           f"(not {config.name!r}, one of {builder_cls.name}'s configs)")
+    return config
   if given not in names:
     raise cli.UsageError(f"--config={given}: {builder_cls.name} has the configs "
                          f"{', '.join(names)}")
@@ -72,8 +78,11 @@ def build(name: str) -> int:
     builder_cls = builder_class(name)
   except DatasetError as e:
     raise cli.UsageError(str(e)) from None
-  builder = builder_cls(data_dir=os.path.expanduser(FLAGS.data_dir),
-                        config=_config(builder_cls, FLAGS.config))
+  try:
+    builder = builder_cls(data_dir=os.path.expanduser(FLAGS.data_dir),
+                          config=_config(builder_cls, FLAGS.config))
+  except (ValueError, AssertionError, DatasetError) as e:  # TFDS's word on a config
+    raise cli.UsageError(f"--config={FLAGS.config}: {e}") from None
   builder.workers = FLAGS.workers
   if builder.is_prepared() and not FLAGS.overwrite:
     print(f"{builder.info.full_name} is already prepared in {builder.data_dir} "
