@@ -44,7 +44,8 @@ class Builder(FaceBuilder):
 def folder_items(root: Path, config: FolderConfig) -> list[faces.Item]:
   """Every photo and video under ``root``'s real/<source>/ and fake/<method>/ folders, each
   assigned to its split."""
-  if not 0 <= config.train and 0 <= config.validation and config.train + config.validation <= 1:
+  if not (0 <= config.train and 0 <= config.validation
+          and config.train + config.validation <= 1):
     raise DatasetError(f"face_folder: train={config.train} and validation={config.validation} "
                        "must be fractions that add up to at most 1")
   groups = _group_file(root, config.group_file) if config.group_file else {}
@@ -53,7 +54,8 @@ def folder_items(root: Path, config: FolderConfig) -> list[faces.Item]:
     folders = sorted(p for p in (root / label).glob("*") if p.is_dir()) if (
         root / label).is_dir() else []
     if not folders:
-      raise DatasetError(f"face_folder: {root / label} has no <{'source' if label == 'real' else 'method'}> "
+      kind = "source" if label == "real" else "method"
+      raise DatasetError(f"face_folder: {root / label} has no <{kind}> "
                          f"folders; the manual folder is laid out as real/<source>/* and "
                          f"fake/<method>/*")
     for folder in folders:
