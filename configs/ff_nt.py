@@ -1,4 +1,5 @@
-"""FaceForensics++ (paper Table II): train on NeuralTextures against the originals, test on all four.
+"""FaceForensics++ (paper Table II): train on NeuralTextures against the originals, test on all
+four.
 
 See configs/faceforensics.py for the recipe. Prepare the data once (the official download's
 folder; c23 by default), then train and test:

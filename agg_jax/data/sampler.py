@@ -1,9 +1,10 @@
 """Class-balanced training batches, streamed by worker processes, and padded evaluation batches.
 
-A training batch is a pure function of (seed, step): each class (or each mixed fake method) is
-read as an endless stream of seeded permutations, so a run resumed at step s sees exactly the batches it would have seen, and
-the iterator state to checkpoint is the step alone. Every process computes the same global
-batch and keeps its own rows (`process_index`), so multi-host training reads disjoint shards.
+A training batch is a pure function of (seed, step): each class (or each mixed fake method) is read
+as an endless stream of seeded permutations, so a run resumed at step s sees exactly the batches it
+would have seen, and the iterator state to checkpoint is the step alone. Every process computes the
+same global batch and keeps its own rows (`process_index`), so multi-host training reads disjoint
+shards.
 """
 
 from collections.abc import Iterator

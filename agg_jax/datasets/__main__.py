@@ -60,7 +60,8 @@ def _config(builder_cls, given: str | None):
 
 
 def _beam_options(workers: int):
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from apache_beam.options.pipeline_options import PipelineOptions
   if FLAGS.beam_pipeline_options:
     return PipelineOptions(FLAGS.beam_pipeline_options.split(","))
   mode = "multi_processing" if workers > 1 else "in_memory"

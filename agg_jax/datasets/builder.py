@@ -1,12 +1,12 @@
 """The base of every face dataset builder in ``datasets/``: features, settings, skips.
 
-A builder lists the photos and videos of its manual folder as ``faces.Item`` values, each
-naming the split it belongs to (``faces.split_name``), and returns ``self.face_splits(items)``
-from ``_split_generators`` (on Apache Beam when the class sets ``USES_BEAM``). This base class gives every
-dataset the same features, records the alignment and builder settings in the metadata, and
-keeps the skips: each photo, video or frame that gave no face is written to a skip log while
-the splits are generated (by whichever process or Beam worker met it), then counted and listed
-in the metadata (``skipped``) when the build ends.
+A builder lists the photos and videos of its manual folder as ``faces.Item`` values, each naming the
+split it belongs to (``faces.split_name``), and returns ``self.face_splits(items)`` from
+``_split_generators`` (on Apache Beam when the class sets ``USES_BEAM``). This base class gives
+every dataset the same features, records the alignment and builder settings in the metadata, and
+keeps the skips: each photo, video or frame that gave no face is written to a skip log while the
+splits are generated (by whichever process or Beam worker met it), then counted and listed in the
+metadata (``skipped``) when the build ends.
 """
 
 import dataclasses

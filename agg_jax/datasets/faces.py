@@ -4,8 +4,8 @@ Each example is one aligned face (paper Sec. III-A, IV-A; aligned by ``agg_jax.p
 with the settings recorded in the dataset's metadata), stored losslessly as PNG bytes that the
 project encodes (a lossy re-encode would add the very artifacts a detector learns), with its
 label and where it comes from. A photo or video that cannot be read, or a photo or frame
-without a usable face, is a skip: counted and listed in the dataset's metadata (``builder.FaceBuilder``),
-never an example.
+without a usable face, is a skip: counted and listed in the dataset's metadata
+(``builder.FaceBuilder``), never an example.
 
 Splits are named ``<partition>_<real|fake>_<group>`` (``train_fake_neuraltextures``,
 ``test_real_youtube``): the label and the method or real source of every example of a split
