@@ -142,16 +142,15 @@ def builder_class():
 def build(data_dir: str, config: str, count: int, workers: int) -> None:
   """Prepares NAME/config with `count` images in `data_dir` (encoded in `workers` processes).
 
-  TFDS collects each split in memory before writing it; past 1 GiB it spills to temporary files
-  written through tf.io.gfile, which needs TensorFlow (not installed here). The limit is lifted:
-  the largest split is held in this process's memory while it is written.
+  A split over 1 GB spills to temporary files without TensorFlow (agg_jax.datasets.tfds_compat).
   """
   import multiprocessing  # pylint: disable=import-outside-toplevel
 
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from tensorflow_datasets.core import shuffle  # pylint: disable=import-outside-toplevel
+
+  from agg_jax.datasets import tfds_compat  # pylint: disable=import-outside-toplevel
   tfds.disable_progress_bar()
-  shuffle.MAX_MEM_BUFFER_SIZE = 1 << 50
+  tfds_compat.install()
   pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
   try:
     builder = builder_class()(data_dir=data_dir, config=config, count=count, pool=pool)

@@ -14,6 +14,8 @@ import numpy as np
 from agg_jax.config_validation import require
 from agg_jax.data.split import FAKE, REAL, Split
 
+READ_THREADS = 2  # batches each worker process makes at once (decoding releases the GIL)
+
 
 def check_batch_size(batch_size: int, key: str = "train.batch_size") -> None:
   """Class-balanced batches hold as many real as fake images: the size must be even."""
@@ -131,7 +133,10 @@ def train_stream(batches: BalancedBatches, start: int, stop: int, process_index:
   if not flags.FLAGS.is_parsed():  # grain reads its absl flags (outside an absl app: defaults)
     flags.FLAGS.mark_as_parsed()
   steps = grain.MapDataset.range(start, stop).map(make)
-  batches = iter(steps.to_iter_dataset().mp_prefetch(
+  # Bounded read-ahead: grain's defaults (16 threads, 500 elements per worker) let a fast
+  # pipeline pile up gigabytes of batches in front of a slow train step.
+  read = grain.ReadOptions(num_threads=READ_THREADS, prefetch_buffer_size=READ_THREADS)
+  batches = iter(steps.to_iter_dataset(read).mp_prefetch(
       grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)))
   return _Owned(batches)
 

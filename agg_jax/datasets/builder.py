@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import tensorflow_datasets as tfds
 from etils import epath
 
-from agg_jax.datasets import DatasetError, faces
+from agg_jax.datasets import DatasetError, faces, tfds_compat
 from agg_jax.preprocess.aligner import Settings
 
 SKIP_LOG = "skips"  # folder of the dataset being built; removed once read
@@ -110,6 +110,7 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return (beam.Create(items) | beam.Reshuffle() | beam.ParDo(Align()))
 
   def _download_and_prepare(self, dl_manager, download_config):
+    tfds_compat.install()  # splits over 1 GB spill to disk without TensorFlow
     log = _SkipLog(self._skip_log())
     log.clear()
     with faces.Aligning(self.settings(), self.workers) as self._aligning:
