@@ -2,6 +2,7 @@
 
   python -m agg_jax.datasets build NAME --manual_dir=DIR [--data_dir=DIR] [--config=CONFIG]
       [--beam_pipeline_options=OPTIONS] [--workers=N] [--overwrite]
+  python -m agg_jax.datasets read NAME[/CONFIG] [--data_dir=DIR]
   python -m agg_jax.datasets list
 
 NAME is a builder of ``datasets/`` or the path of a builder folder. ``--config`` names one of
@@ -9,7 +10,9 @@ the builder's configs, or is JSON that sets the fields of a config of one's own,
 name of its own (``'{"name": "c23_10", "compression": "c23", "frames": 10}'``); it is
 prepared in ``DATA_DIR/NAME/<its name>``.
 ``tfds build`` works too where TensorFlow is installed; this command needs none. It ends with
-the examples per split, the skips and the build time. Exit status: agg_jax/cli.py (1 if
+the examples per split, the skips and the build time. ``read`` reads every face of a prepared
+dataset back as training does and reports each split's faces, labels, shape, mean padding and
+read rate. Exit status: agg_jax/cli.py (1 if
 anything was skipped).
 """
 
@@ -110,10 +113,11 @@ def build(name: str) -> int:
   return cli.EXIT_FAILED if builder.info.metadata["skipped"]["count"] else cli.EXIT_OK
 
 
-def summary(builder, seconds: float) -> str:
+def summary(builder, seconds: float | None = None) -> str:
   """Examples per split, the skips (the first few listed), and the build time."""
   info = builder.info
-  lines = [f"{info.full_name} in {builder.data_dir}: built in {seconds:.0f} s"]
+  lines = [f"{info.full_name} in {builder.data_dir}" + (
+      f": built in {seconds:.0f} s" if seconds is not None else "")]
   width = max(len(s) for s in info.splits)
   for split, split_info in sorted(info.splits.items()):
     lines.append(f"  {split:<{width}}  {split_info.num_examples:>8,} faces")
@@ -129,15 +133,44 @@ def summary(builder, seconds: float) -> str:
   return "\n".join(lines)
 
 
+def read_back(dataset: str) -> int:
+  """Reads every face of a prepared dataset back (as training does) and reports per split."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  from agg_jax.datasets import faces, prepared_dir  # pylint: disable=import-outside-toplevel
+  name, _, config = dataset.partition("/")
+  folder = prepared_dir(FLAGS.data_dir, name, config or None)
+  if folder is None:
+    raise cli.UsageError(f"{dataset} is not prepared in {FLAGS.data_dir}")
+  builder = tfds.builder_from_directory(str(folder))
+  print(summary(builder))
+  print(f"  {'split':<{max(map(len, builder.info.splits))}}  faces  labels  shape        "
+        "padding  read/s")
+  for split in sorted(builder.info.splits):
+    source = builder.as_data_source(split)
+    start, labels, padding, shapes = time.monotonic(), set(), [], set()
+    for i in range(len(source)):
+      record = source[i]
+      shapes.add(faces.decode_png(record["image"]).shape)
+      labels.add(int(record["label"]))
+      padding.append(float(record["padding"]))
+    rate = len(source) / (time.monotonic() - start)
+    print(f"  {split:<{max(map(len, builder.info.splits))}}  {len(source):>5}  "
+          f"{','.join(map(str, sorted(labels))):>6}  {' '.join(f'{s}' for s in shapes):<11}  "
+          f"{np.mean(padding):>7.3f}  {rate:>6.0f}")
+  return cli.EXIT_OK
+
+
 def main(argv: list[str]) -> int:
   args = argv[1:]
   if args == ["list"]:
     print("\n".join(list_builders()))
     return cli.EXIT_OK
-  if len(args) != 2 or args[0] != "build":
-    raise cli.UsageError(f"give `build NAME` or `list` (got {' '.join(args) or 'nothing'}); "
-                         f"builders: {', '.join(list_builders())}")
-  return build(args[1])
+  if len(args) == 2 and args[0] in ("build", "read"):
+    return build(args[1]) if args[0] == "build" else read_back(args[1])
+  raise cli.UsageError(f"give `build NAME`, `read NAME[/CONFIG]` or `list` (got "
+                       f"{' '.join(args) or 'nothing'}); builders: {', '.join(list_builders())}")
 
 
 if __name__ == "__main__":

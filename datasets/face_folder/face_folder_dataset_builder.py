@@ -73,6 +73,11 @@ def folder_items(root: Path, config: FolderConfig) -> list[faces.Item]:
             split=faces.split_name(split_of[groups.get(rel, rel)], label, name),
             method="real" if label == "real" else name, source=name,
             kind=kind_of(path)[0]))
+  unknown = sorted(set(groups) - {item.relative for item in items})
+  if unknown:
+    raise DatasetError(f"face_folder: {config.group_file} names {len(unknown)} paths that are "
+                       f"not photos or videos of the folder: {', '.join(unknown[:5])}"
+                       + (", ..." if len(unknown) > 5 else ""))
   return items
 
 

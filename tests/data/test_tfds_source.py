@@ -222,14 +222,15 @@ def test_the_dataset_info_is_read_without_the_builder(data_dir):
 
 
 def test_a_run_on_a_prepared_dataset_reports_video_level_metrics(data_dir, tmp_path, xla_cache):
-  """`python -m agg_jax.main` end to end on the prepared dataset with 2 batch workers; the test
-  sets' video ids give video-level metrics beside the frame level; evaluate reruns alone."""
+  """`python -m agg_jax.main` end to end on the prepared dataset (in-process batches: the worker
+  stream is checked above); the test sets' video ids give video-level metrics beside the frame
+  level."""
   config = tmp_path / "config.py"
   config.write_text(
       "from configs import demo\n"
       "def get_config():\n"
       "  config = demo.get_config()\n"
-      f"  config.data.update({make_config(data_dir, image_size=32, workers=2).to_dict()!r})\n"
+      f"  config.data.update({make_config(data_dir, image_size=32).to_dict()!r})\n"
       "  return config\n")
   tiny = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
           "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
@@ -244,8 +245,4 @@ def test_a_run_on_a_prepared_dataset_reports_video_level_metrics(data_dir, tmp_p
   gan = metrics["test_sets"]["gan"]
   assert gan["level"] == "video" and gan["frame"]["num_examples"] == 12
   assert gan["video"]["num_examples"] == 4  # two real and two fake videos of 3 frames
-  first = (workdir / "results" / "scores" / "gan.npz").read_bytes()
-  out = run_module("agg_jax.main", f"--workdir={workdir}", "--mode=evaluate",
-                   f"--compilation_cache={xla_cache}")
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert (workdir / "results" / "scores" / "gan.npz").read_bytes() == first
+  assert metrics["test_sets"]["sd21"]["video"]["num_examples"] == 2 + 1
