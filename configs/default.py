@@ -60,3 +60,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh = (("data", -1),)
   config.sharding_rules = ((".*", "replicate"),)
   return config
+
+
+def use_face_dataset(config: ml_collections.ConfigDict, dataset: str, train_set: str,
+                     test_sets, *, real=(), test_real=(), image_size: int = 256) -> None:
+  """Points `config.data` at a prepared face dataset (the "tfds" source; its fields are
+  explained in agg_jax/data/tfds_source.py), keeping the pipeline's augmentation settings."""
+  config.data = ml_collections.ConfigDict({
+      "source": "tfds", "data_dir": "~/tensorflow_datasets", "dataset": dataset,
+      "train_set": train_set, "train_mix": (), "test_sets": tuple(test_sets),
+      "real": tuple(real), "test_real": tuple(test_real), "image_size": image_size,
+      "workers": 2, "augment": config.data.augment})

@@ -23,18 +23,7 @@ METHODS = {"df": "deepfakes", "f2f": "face2face", "fs": "faceswap", "nt": "neura
 
 def make(method: str):
   config = default.get_config()
-  config.data.source = "tfds"
-  config.data.data_dir = "~/tensorflow_datasets"
-  config.data.dataset = "faceforensics/c23"
-  config.data.train_set = method
-  config.data.train_mix = ()
-  config.data.test_sets = tuple(METHODS.values())
-  config.data.real = ()
-  config.data.test_real = ()
-  config.data.image_size = 256
-  config.data.workers = 2
-  for key in ("train_per_class", "val_per_class", "test_per_class", "seed"):
-    del config.data[key]  # the demo's fields
+  default.use_face_dataset(config, "faceforensics/c23", method, METHODS.values())
   config.train.num_steps = 30_000
   config.train.warmup_steps = 1_000
   config.train.eval_every = 1_000

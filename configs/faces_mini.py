@@ -29,20 +29,10 @@ def get_config(method: str = "gan"):
   config.model.name = "efficientnet_lite0"
   config.model.init_from = "weights/efficientnet_lite0"
   config.model.hidden = (128, 128)
-  config.data.source = "tfds"
-  config.data.data_dir = "~/tensorflow_datasets"
-  config.data.dataset = "face_folder/default"
-  config.data.train_set = method
-  config.data.train_mix = ()
-  config.data.test_sets = METHODS
-  config.data.real = ("yonsei",)
-  config.data.test_real = ("yonsei",)
-  config.data.image_size = 128
-  config.data.workers = 2
+  default.use_face_dataset(config, "face_folder/default", method, METHODS, real=("yonsei",),
+                           test_real=("yonsei",), image_size=128)
   config.data.augment.blur_prob = 0.1
   config.data.augment.jpeg_prob = 0.1
-  for key in ("train_per_class", "val_per_class", "test_per_class", "seed"):
-    del config.data[key]
   config.train.batch_size = 32
   config.train.eval_batch_size = 64
   config.train.num_steps = 400

@@ -25,19 +25,9 @@ TEST_SETS = ("celebahq_pgan", "celebahq_sgan", "celebahq_glow", "celebahq_gmm", 
 
 def get_config():
   config = default.get_config()
-  config.data.source = "tfds"
-  config.data.data_dir = "~/tensorflow_datasets"
-  config.data.dataset = "synthetic_faces/celebahq_pgan"
-  config.data.test_sets = tuple(
-      f"synthetic_faces/{name}:{name.partition('_')[2]}" for name in TEST_SETS)
-  config.data.train_set = config.data.test_sets[0]  # named celebahq_pgan, as its test set
-  config.data.train_mix = ()
-  config.data.real = ()
-  config.data.test_real = ()
-  config.data.image_size = 256
-  config.data.workers = 2
-  for key in ("train_per_class", "val_per_class", "test_per_class", "seed"):
-    del config.data[key]
+  test_sets = [f"synthetic_faces/{name}:{name.partition('_')[2]}" for name in TEST_SETS]
+  # Trained on the first test set's training partition, named celebahq_pgan as that test set.
+  default.use_face_dataset(config, "synthetic_faces/celebahq_pgan", test_sets[0], test_sets)
   config.train.num_steps = 20_000
   config.train.warmup_steps = 1_000
   config.train.eval_every = 1_000
