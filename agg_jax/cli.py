@@ -70,6 +70,8 @@ def parse_flags(argv: list[str], prog: str) -> list[str]:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
     fail(prog, _flag_error_line(e, argv))
+  except SyntaxError as e:  # a config file that is not Python
+    fail(prog, f"{e.filename}, line {e.lineno}: {e.msg}: {(e.text or '').strip()}")
 
 
 def run(main: Callable[[list[str]], int | None], prog: str) -> NoReturn:

@@ -65,6 +65,8 @@ def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
   from agg_jax import weights  # pylint: disable=import-outside-toplevel
   a_file = tmp_path / "a_file"
   a_file.write_text("")
+  not_python = tmp_path / "not_python.py"
+  not_python.write_text("def get_config(:\n")
   other = tmp_path / "mini_weights"
   weights.save(str(other), "efficientnetv2_mini", {"params": {"w": np.zeros(1, np.float32)}})
   cases = [
@@ -75,6 +77,8 @@ def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
       (run_main(workdir=a_file), "is a file, not a run directory"),
       (run_main(workdir=tmp_path / "r", config="configs/nope.py"),
        "--config=configs/nope.py: cannot load it: [Errno 2] No such file"),
+      (run_main(workdir=tmp_path / "r", config=not_python),
+       f"{not_python}, line 1: invalid syntax: def get_config(:"),
       (run_main("--mode=evaluate", workdir=tmp_path / "missing", config=None),
        f"--workdir={tmp_path / 'missing'}: no run there"),
       (run_main("--mode=evaluate", workdir=tmp_path / "missing"), "no run there"),
@@ -83,7 +87,7 @@ def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
   for out, message in cases:
     assert message in one_line_error(out, PROG)
     assert out.returncode == 2
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "mini_weights"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "mini_weights", "not_python.py"]
 
 
 def test_the_papers_config_is_accepted_and_its_data_can_be_made():
