@@ -82,16 +82,22 @@ def build(name: str) -> int:
     builder_cls = builder_class(name)
   except DatasetError as e:
     raise cli.UsageError(str(e)) from None
-  try:
-    builder = builder_cls(data_dir=os.path.expanduser(FLAGS.data_dir),
-                          config=_config(builder_cls, FLAGS.config))
-  except (ValueError, AssertionError, DatasetError) as e:  # TFDS's word on a config
-    raise cli.UsageError(f"--config={FLAGS.config}: {e}") from None
+  def make_builder():
+    try:
+      return builder_cls(data_dir=os.path.expanduser(FLAGS.data_dir),
+                         config=_config(builder_cls, FLAGS.config))
+    except (ValueError, AssertionError, DatasetError) as e:  # TFDS's word on a config
+      raise cli.UsageError(f"--config={FLAGS.config}: {e}") from None
+
+  builder = make_builder()
+  if builder.is_prepared():
+    if not FLAGS.overwrite:
+      print(f"{builder.info.full_name} is already prepared in {builder.data_dir} "
+            "(--overwrite rebuilds it)")
+      return cli.EXIT_OK
+    builder.data_path.rmtree()  # as tfds build --overwrite: a builder of the old files
+    builder = make_builder()  # cannot prepare new ones
   builder.workers = FLAGS.workers
-  if builder.is_prepared() and not FLAGS.overwrite:
-    print(f"{builder.info.full_name} is already prepared in {builder.data_dir} "
-          "(--overwrite rebuilds it)")
-    return cli.EXIT_OK
   beam_options = None
   if getattr(builder_cls, "USES_BEAM", False):
     try:

@@ -206,6 +206,20 @@ def test_built_again_without_overwrite_is_already_prepared(built, manual):
   assert {p: p.stat().st_mtime_ns for p in data_dir.rglob("*") if p.is_file()} == files
 
 
+def test_overwrite_rebuilds_a_prepared_dataset_from_the_folder_as_it_is_now(tmp_path):
+  root, data_dir = tmp_path / "folder", tmp_path / "data"
+  _copy(faces_mini("real/yonsei", 2), root / "real" / "yonsei")
+  _copy(faces_mini("fake/gan", 2), root / "fake" / "gan")
+  config = json.dumps({"name": "all_train", "frames": FRAMES, "train": 1.0, "validation": 0.0})
+  assert _build(root, data_dir, config=config).returncode == 0
+  _copy(faces_mini("fake/gan", 1, start=2), root / "fake" / "gan")
+  out = _build(root, data_dir, "--overwrite", config=config)
+  assert out.returncode == 0, out.stderr[-3000:]
+  splits = _read(data_dir, "all_train").info.splits
+  assert {s: splits[s].num_examples for s in splits} == {"train_real_yonsei": 2,
+                                                          "train_fake_gan": 3}
+
+
 def test_group_file_keeps_a_groups_photos_in_one_split(tmp_path):
   root = tmp_path / "folder"
   _copy(faces_mini("real/yonsei", 6), root / "real" / "yonsei")
