@@ -79,7 +79,7 @@ class Prepared:
     self.folder = str(folder)
     self.builder = tfds.builder_from_directory(self.folder)
     self.sizes = {s: info.num_examples for s, info in self.builder.info.splits.items()}
-    self.image_side = int(self.builder.info.metadata["alignment"]["size"])
+    self.image_side = int(self.builder.info.metadata["alignment"]["size"])  # as stored
 
   def groups(self, partition: str, label: str) -> list[str]:
     """The methods (fake) or sources (real) that have a split in `partition`."""
@@ -109,9 +109,8 @@ class RecordImages:
   Picklable: each process opens the record files on first read (grain's worker processes).
   """
 
-  def __init__(self, segments: list[Segment], stored_side: int, side: int):
+  def __init__(self, segments: list[Segment], side: int):
     self.segments = segments
-    self.stored_side = stored_side
     self.side = side
     self.offsets = np.cumsum([0] + [s.size for s in segments])
     self._sources = None
@@ -174,14 +173,14 @@ def _split(images: RecordImages, labels: list[int], methods: list[str], scan: bo
   if not scan:
     ids = np.asarray([f"{s.split}#{i}" for s in images.segments for i in range(s.size)])
     return Split(images, labels, ids, methods=methods)
-  ids, video_ids = [], []
+  ids, video_ids, has_videos = [], [], False
   chunk = 256
   for start in range(0, len(images), chunk):
     for record in images.records(np.arange(start, min(start + chunk, len(images)))):
       path, video = _text(record["path"]), _text(record["video_id"])
       ids.append(f"{path}#{int(record['frame'])}" if video else path)
       video_ids.append(video or path)  # a photo among videos is a video of one frame
-  has_videos = len(set(video_ids)) < len(video_ids)
+      has_videos = has_videos or bool(video)
   return Split(images, labels, np.asarray(ids), np.asarray(video_ids) if has_videos else None,
                methods)
 
@@ -233,7 +232,7 @@ class _Sets:
   def split(self, dataset: str, partition: str, methods: list[str], real: tuple,
             scan: bool = False) -> Split:
     segments, labels, methods = self.segments(dataset, partition, methods, real)
-    images = RecordImages(segments, self.prepared(dataset).image_side, self.side)
+    images = RecordImages(segments, self.side)
     return _split(images, labels, methods, scan)
 
 
