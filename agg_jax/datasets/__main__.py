@@ -131,6 +131,8 @@ def summary(builder, seconds: float | None = None) -> str:
   lines.append(f"  skipped: {skipped['count']:,}" + (
       f" ({', '.join(f'{n} {s}' for s, n in sorted(skipped['by_status'].items()))})"
       if skipped["count"] else ""))
+  for split in skipped.get("empty_splits", []):
+    lines.append(f"    split {split} left out: every photo and video of it was skipped")
   for skip in skipped["listed"][:10]:
     frame = f" frame {skip['frame']}" if skip["frame"] >= 0 else ""
     lines.append(f"    {skip['path']}{frame}: {skip['status']}")

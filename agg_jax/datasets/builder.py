@@ -6,7 +6,8 @@ split it belongs to (``faces.split_name``), and returns ``self.face_splits(items
 every dataset the same features, records the alignment and builder settings in the metadata, and
 keeps the skips: each photo, video or frame that gave no face is written to a skip log while the
 splits are generated (by whichever process or Beam worker met it), then counted and listed in the
-metadata (``skipped``) when the build ends.
+metadata (``skipped``) when the build ends. A split whose every item was skipped cannot be
+written: the build starts again without it and records it (``skipped.empty_splits``).
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Iterator
 
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
 from agg_jax.datasets import DatasetError, faces, tfds_compat
@@ -46,6 +48,7 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   ``workers``: processes that align faces when not under Beam (set by the build command).
   """
   workers = 1
+  _empty_splits = ()  # splits left out because every one of their items was skipped
   USES_BEAM = False  # True: the splits are generated on Apache Beam (``beam_face_examples``)
   CITATION = ""
   HOMEPAGE = ""
@@ -78,7 +81,8 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for item in items:
       by_split.setdefault(item.split, []).append(item)
     make = self.beam_face_examples if self.USES_BEAM else self.face_examples
-    return {split: make(split_items) for split, split_items in sorted(by_split.items())}
+    return {split: make(split_items) for split, split_items in sorted(by_split.items())
+            if split not in self._empty_splits}
 
   def face_examples(self, items: list[faces.Item]) -> Iterator[tuple[str, dict]]:
     """The examples of ``items`` (aligned in ``workers`` processes); skips go to the log."""
@@ -88,9 +92,8 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       log.write(item, skipped)
       count += len(kept)
       yield from kept
-    if not count:
-      raise DatasetError(f"split {items[0].split}: none of its {len(items)} photos and videos "
-                         f"gave a face ({items[0].relative}, ...); a split cannot be empty")
+    if not count:  # TFDS cannot write an empty split: the build starts again without it
+      raise _EmptySplit(items[0].split)
 
   def beam_face_examples(self, items: list[faces.Item]):
     """The examples of ``items`` as an Apache Beam transform (one item per element)."""
@@ -112,9 +115,17 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _download_and_prepare(self, dl_manager, download_config):
     tfds_compat.install()  # splits over 1 GB spill to disk without TensorFlow
     log = _SkipLog(self._skip_log())
-    log.clear()
+    self._empty_splits = []
+    log.clear()  # (one file per item: an item aligned again overwrites its own skips)
     with faces.Aligning(self.settings(), self.workers) as self._aligning:
-      super()._download_and_prepare(dl_manager, download_config)
+      while True:
+        try:
+          super()._download_and_prepare(dl_manager, download_config)
+          break
+        except _EmptySplit as empty:  # every photo or video of it was skipped
+          self._empty_splits.append(empty.split)
+          logging.warning("split %s: no photo or video of it gave a face; building again "
+                          "without it", empty.split)
     skipped = log.read()
     log.clear()
     by_status = {}
@@ -122,7 +133,14 @@ class FaceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       reason = skip["status"].split(":")[0]  # "error" or "no_face"
       by_status[reason] = by_status.get(reason, 0) + 1
     self.info.metadata["skipped"] = {"count": len(skipped), "by_status": by_status,
-                                     "listed": skipped[:LISTED_SKIPS]}
+                                     "listed": skipped[:LISTED_SKIPS],
+                                     "empty_splits": self._empty_splits}
+
+
+class _EmptySplit(DatasetError):
+  def __init__(self, split: str):
+    super().__init__(f"split {split}: no photo or video of it gave a face")
+    self.split = split
 
 
 _THREAD = threading.local()  # each Beam worker thread's aligners, by settings

@@ -220,6 +220,24 @@ def test_overwrite_rebuilds_a_prepared_dataset_from_the_folder_as_it_is_now(tmp_
                                                           "train_fake_gan": 3}
 
 
+def test_a_split_whose_every_photo_is_skipped_is_left_out_and_the_rest_built(tmp_path):
+  root, data_dir = tmp_path / "folder", tmp_path / "data"
+  _copy(faces_mini("real/yonsei", 2), root / "real" / "yonsei")
+  _copy(faces_mini("fake/gan", 2), root / "fake" / "gan")
+  (root / "fake" / "broken").mkdir()
+  (root / "fake" / "broken" / "only.jpg").write_text("text, not a JPEG")
+  config = json.dumps({"name": "all_train", "frames": FRAMES, "train": 1.0, "validation": 0.0})
+  out = _build(root, data_dir, config=config)
+  assert out.returncode == 1, out.stderr[-3000:]  # 1: a photo was skipped
+  assert "split train_fake_broken left out: every photo and video of it was skipped" in out.stdout
+  builder = _read(data_dir, "all_train")
+  assert {s: builder.info.splits[s].num_examples for s in builder.info.splits} == {
+      "train_real_yonsei": 2, "train_fake_gan": 2}
+  skipped = builder.info.metadata["skipped"]
+  assert skipped["empty_splits"] == ["train_fake_broken"] and skipped["count"] == 1
+  assert skipped["listed"][0]["path"] == "fake/broken/only.jpg"
+
+
 def test_group_file_keeps_a_groups_photos_in_one_split(tmp_path):
   root = tmp_path / "folder"
   _copy(faces_mini("real/yonsei", 6), root / "real" / "yonsei")
