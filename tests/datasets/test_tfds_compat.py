@@ -8,9 +8,9 @@ from tensorflow_datasets.core import shuffle
 from agg_jax.datasets import tfds_compat
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None,
+                    reason="TensorFlow is installed: TFDS spills through tf.io.gfile itself")
 def test_a_split_larger_than_the_buffer_is_written_through_temporary_files(tmp_path, monkeypatch):
-  if importlib.util.find_spec("tensorflow") is not None:
-    pytest.skip("TensorFlow is installed: TFDS spills through tf.io.gfile itself")
   monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 1000)  # spill after 1 kB
   monkeypatch.setattr(shuffle, "tf", shuffle.tf)  # restored after the test
   tfds_compat.install()
