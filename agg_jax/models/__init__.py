@@ -68,7 +68,13 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
   dtype = backbone_overrides.get("dtype", backbone.dtype)
   if head == "logits":
     return LogitsClassifier(backbone, dtype=dtype)
-  windows = resolve_windows(backbone.block_names(), backbone.block_stages(), blocks, pool_window)
+  names = backbone.block_names()
+  windows = resolve_windows(names, backbone.block_stages(), blocks, pool_window)
+  # The backbone runs only as deep as the deepest block the head reads (a trimmed model is
+  # faster, not only smaller); with every block aggregated, that is the whole backbone.
+  deepest = max(names.index(name) for name in windows) + 1
+  if deepest < len(names):
+    backbone = backbone.clone(num_blocks=deepest)
   return AggregatedClassifier(backbone, windows, tuple(hidden), num_primitives, dtype=dtype)
 
 

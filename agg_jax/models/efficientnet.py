@@ -192,6 +192,10 @@ class EfficientNet(nn.Module):
   dropout_rate: float = 0.2
   depthwise: layers.DepthwiseImpl = "shifted"
   dtype: Any = jnp.float32
+  # Without a top: run only the first `num_blocks` blocks (a trimmed model needs no deeper ones).
+  num_blocks: int | None = None
+  # Block outputs pass through `Module.perturb`, so `jax.grad` reaches them (Grad-CAM).
+  perturb_endpoints: bool = False
 
   def stages(self) -> list[StageSpec]:
     return parse_arch(self.arch, self.width, self.depth)
@@ -218,6 +222,7 @@ class EfficientNet(nn.Module):
     stages = self.stages()
     total = sum(s.repeats for s in stages)
     endpoints = {}
+    last = layers.check_num_blocks(self.num_blocks, total, self.include_top)
     index = 0
     for stage in stages:
       for repeat in range(stage.repeats):
@@ -229,9 +234,10 @@ class EfficientNet(nn.Module):
                   residual, self.drop_path_rate * index / total, self.activation, self.padding,
                   self.bn_momentum, self.bn_epsilon, self.depthwise, self.dtype,
                   name=f"blocks_{index}")(x, train)
-        self.sow("intermediates", name, x)
-        endpoints[name] = x
+        x = layers.emit_endpoint(self, endpoints, name, x)
         index += 1
+        if index == last:
+          return None, endpoints
     if not self.include_top:
       return None, endpoints
     if self.head_features:

@@ -108,3 +108,24 @@ class DropPath(nn.Module):
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0], 1, 1, 1))
     return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+def emit_endpoint(module: nn.Module, endpoints: dict, name: str, x: jax.Array) -> jax.Array:
+  """Publishes a block output, the contract of every backbone: sown into `intermediates` and
+  added to the returned `endpoints`. With the backbone's `perturb_endpoints` set it first passes
+  through `Module.perturb`, so `jax.grad` by a zero perturbation is the gradient by the block's
+  output (Grad-CAM); off (the default), the model and its variables are unchanged."""
+  if module.perturb_endpoints:
+    x = module.perturb(name, x)
+  module.sow("intermediates", name, x)
+  endpoints[name] = x
+  return x
+
+
+def check_num_blocks(num_blocks: int | None, total: int, include_top: bool) -> int:
+  """How many blocks a backbone runs: all, or `num_blocks` (a cut backbone has no top)."""
+  if num_blocks is None:
+    return total
+  if include_top or not 0 < num_blocks <= total:
+    raise ValueError(f"num_blocks={num_blocks}: needs include_top=False and 1..{total} blocks")
+  return num_blocks

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from agg_jax.models import layers
 from agg_jax.models.efficientnet import Padding, normalize_pixels
+from agg_jax.models.layers import check_num_blocks, emit_endpoint
 
 # (output features of each separable convolution, stride of the block) per residual block.
 ENTRY = (((128, 128), 2), ((256, 256), 2), ((728, 728), 2))
@@ -83,6 +84,8 @@ class Xception(nn.Module):
   bn_epsilon: float = 1e-3
   depthwise: layers.DepthwiseImpl = "shifted"
   dtype: Any = jnp.float32
+  num_blocks: int | None = None  # as EfficientNet's
+  perturb_endpoints: bool = False  # as EfficientNet's
 
   def block_stages(self) -> list[int]:
     """Stage index of every block: entry flow 0 (stem + 3 blocks), middle 1, exit 2."""
@@ -102,25 +105,25 @@ class Xception(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False):
     x = normalize_pixels(images, self.input_norm).astype(self.dtype)
     endpoints = {}
-
-    def emit(name, value):
-      self.sow("intermediates", name, value)
-      endpoints[name] = value
-
+    last = check_num_blocks(self.num_blocks, len(self.block_names()), self.include_top)
     x = self._conv_bn_relu(x, 32, 3, 2, "VALID", train, "stem1")
     x = self._conv_bn_relu(x, 64, 3, 1, "VALID", train, "stem2")
-    emit("block00", x)
+    x = emit_endpoint(self, endpoints, "block00", x)
     for index, (features, stride) in enumerate(ENTRY + MIDDLE + EXIT, start=1):
+      if index == last:
+        return None, endpoints
       x = XceptionBlock(features, stride, index > 1, self.padding, self.bn_epsilon,
                         self.depthwise, self.dtype, name=f"blocks_{index}")(x, train)
-      emit(f"block{index:02d}", x)
+      x = emit_endpoint(self, endpoints, f"block{index:02d}", x)
+    if last == len(endpoints):
+      return None, endpoints
     for i, features in enumerate((1536, 2048)):
       x = SeparableConv(features, self.padding, self.depthwise, self.dtype,
                         name=f"exit_sep{i + 1}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=self.bn_epsilon,
                        dtype=self.dtype, name=f"exit_bn{i + 1}")(x)
       x = nn.relu(x)
-    emit(f"block{len(ENTRY + MIDDLE + EXIT) + 1:02d}", x)
+    x = emit_endpoint(self, endpoints, f"block{len(ENTRY + MIDDLE + EXIT) + 1:02d}", x)
     if not self.include_top:
       return None, endpoints
     x = jnp.mean(x, axis=(1, 2))
