@@ -39,8 +39,9 @@ BEAM_REQUIRES = ["apache-beam==2.77.0"]
 EXTRAS_REQUIRE = {
     "import": IMPORT_REQUIRES,
     "beam": BEAM_REQUIRES,
-    # The test suite: the importers, and Keras 3 (on JAX, no TensorFlow) as the reference model.
-    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1",
+    # The test suite: the importers, Keras 3 (on JAX, no TensorFlow) as the reference model, and
+    # playwright to open the analysis report in Debian's chromium (no browser download).
+    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1", "playwright==1.64.1",
              *IMPORT_REQUIRES,
              *BEAM_REQUIRES],
 }
