@@ -18,9 +18,10 @@ REAL_COLOR, FAKE_COLOR = "tab:blue", "tab:orange"  # the paper's Figure 4 colour
 DPI = 110
 
 
-def figure(width: float, height: float):
-  """A new (figure, axes) pair of the given size in inches."""
-  return plt.subplots(figsize=(width, height), dpi=DPI)
+def figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
+  """A new (figure, axes) of the given size in inches: one Axes, or an array of rows x cols
+  (`plt.subplots`' conventions and keywords)."""
+  return plt.subplots(rows, cols, figsize=(width, height), dpi=DPI, **kwargs)
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
