@@ -122,10 +122,10 @@ def emit_endpoint(module: nn.Module, endpoints: dict, name: str, x: jax.Array) -
   return x
 
 
-def check_num_blocks(num_blocks: int | None, total: int, include_top: bool) -> int:
-  """How many blocks a backbone runs: all, or `num_blocks` (a cut backbone has no top)."""
+def check_num_blocks(num_blocks: int | None, total: int, include_top: bool) -> int | None:
+  """The block count after which a cut backbone returns (it has no top); None: not cut."""
   if num_blocks is None:
-    return total
+    return None
   if include_top or not 0 < num_blocks <= total:
     raise ValueError(f"num_blocks={num_blocks}: needs include_top=False and 1..{total} blocks")
   return num_blocks

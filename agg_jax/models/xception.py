@@ -115,7 +115,7 @@ class Xception(nn.Module):
       x = XceptionBlock(features, stride, index > 1, self.padding, self.bn_epsilon,
                         self.depthwise, self.dtype, name=f"blocks_{index}")(x, train)
       x = emit_endpoint(self, endpoints, f"block{index:02d}", x)
-    if last == len(endpoints):
+    if last == len(endpoints):  # the exit block is not needed
       return None, endpoints
     for i, features in enumerate((1536, 2048)):
       x = SeparableConv(features, self.padding, self.depthwise, self.dtype,

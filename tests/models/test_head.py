@@ -103,3 +103,19 @@ def test_logits_baseline_has_a_binary_head_on_1000_logits():
 def test_bad_head_settings_are_explained(blocks, pool_window, message):
   with pytest.raises(ValueError, match=message):
     models.create("efficientnetv2_tiny", blocks=blocks, pool_window=pool_window)
+
+
+def test_the_backbone_runs_only_as_deep_as_the_head_reads():
+  cut = models.create("efficientnetv2_tiny", blocks=(1, 3), hidden=(8,))
+  assert cut.backbone.num_blocks == 4
+  assert sorted(k for k in _init(cut)["params"]["backbone"] if k.startswith("blocks_")) == [
+      "blocks_0", "blocks_1", "blocks_2", "blocks_3"]
+  assert models.create("efficientnetv2_tiny", hidden=(8,)).backbone.num_blocks is None
+  stem_only = _init(models.create("xception", blocks=(0,)), size=96)["params"]["backbone"]
+  assert sorted(stem_only) == ["stem1_bn", "stem1_conv", "stem2_bn", "stem2_conv"]
+  # The baseline head still reads the logits of the whole, uncut backbone.
+  baseline = models.create("efficientnetv2_tiny", head="logits")
+  variables = jax.jit(baseline.init)(jax.random.key(0), jnp.zeros((2, 32, 32, 3), jnp.uint8))
+  assert "classifier" in variables["params"]["backbone"]
+  logits, _ = jax.jit(baseline.apply)(variables, jnp.zeros((2, 32, 32, 3), jnp.uint8))
+  assert logits.shape == (2,)
