@@ -2,10 +2,13 @@
 
   python -m agg_jax.main --config=configs/demo.py --workdir=runs/demo     # train (or resume)
   python -m agg_jax.main --workdir=runs/demo --mode=evaluate              # rescore the test sets
+  python -m agg_jax.main --workdir=runs/demo --mode=analyze               # importance, CAM, trimming
 
 Modes: "train" trains, selects the checkpoint on the validation split and scores every test
 set; rerunning the same command resumes an interrupted run. "evaluate" scores every test set
-with the best checkpoint of an existing run. A run's saved `config.json` is the truth about it
+with the best checkpoint of an existing run. "analyze" writes the paper's analyses of a trained
+run to RUN/analysis/ (agg_jax/analysis: layer importance, Score-CAM, trimming, report.html). A
+run's saved `config.json` is the truth about it
 (agg_jax/run.py): on an existing run --config may be left out, and a --config given must agree
 with the saved one. Config fields are overridden on the command line, e.g.
 `--config.train.batch_size=8`; a wrong key or value stops the command with one line before any
@@ -23,7 +26,7 @@ from ml_collections import config_flags
 from agg_jax import cli, data, models, run, sharding
 
 PROG = "agg_jax.main"
-MODES = ("train", "evaluate")
+MODES = ("train", "evaluate", "analyze")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -66,11 +69,13 @@ def given_config() -> ml_collections.ConfigDict | None:
 def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
   """Every field a run reads, checked by the module that reads it, before any compute."""
   from agg_jax import train, weights  # pylint: disable=import-outside-toplevel
+  from agg_jax.analysis import settings  # pylint: disable=import-outside-toplevel
   models.check_config(config.model)
   weights.check_config(config.model)
   data.check_config(config.data)
   sharding.check_config(config, device_count)
   train.check_config(config, device_count)
+  settings.check_config(config)
 
 
 def initialize_distributed() -> None:
@@ -96,8 +101,11 @@ def main(argv: list[str]) -> int:
       if jax.process_index() == 0 and not run.config_path(FLAGS.workdir).exists():
         run.save_config(FLAGS.workdir, config)
       train.train_and_evaluate(config, FLAGS.workdir)
-    else:
+    elif FLAGS.mode == "evaluate":
       evaluate.evaluate_run(config, FLAGS.workdir)
+    else:
+      from agg_jax.analysis import analyze  # pylint: disable=import-outside-toplevel
+      analyze.analyze_run(config, FLAGS.workdir)
   except weights.WeightsError as e:  # converted weights that turn out unreadable
     raise cli.UsageError(str(e)) from None
   return cli.EXIT_OK

@@ -10,6 +10,7 @@ A run directory (`--workdir`) holds:
   results/scores/<test_set>.npz   scores of every test set: the source of truth that metrics
                          and tables are computed from (`save_scores`, `load_scores`)
   results/metrics.json, ap.csv, summary.md   views of the scores (evaluate.py, tables/)
+  analysis/              importance, CAMs, trimming and report.html (agg_jax/analysis)
 """
 
 import json
@@ -31,7 +32,8 @@ SUMMARY = "summary.md"  # in RESULTS
 
 # Fields that say how a run is executed, not what it computes: a command on a saved run may
 # give other values (another machine, another device count).
-EXECUTION_FIELDS = ("mesh", "sharding_rules", "train.eval_batch_size", "data.workers")
+EXECUTION_FIELDS = ("mesh", "sharding_rules", "train.eval_batch_size", "data.workers",
+                    "analysis")
 SHOWN_DIFFERENCES = 5
 
 

@@ -11,6 +11,8 @@ paper's 16M; the paper's windows (14 on the fused-MBConv stages, 7 later) are
 
 import ml_collections
 
+from agg_jax.analysis import settings as analysis_settings
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -55,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.log_every = 10
   config.train.eval_every = 200
   config.train.checkpoint_every = 200
+
+  # What `--mode=analyze` computes (agg_jax/analysis/settings.py explains each field).
+  config.analysis = analysis_settings.defaults()
 
   # Mesh axes and sizes (-1: the remaining devices); parameter sharding rules, first match wins.
   config.mesh = (("data", -1),)

@@ -26,6 +26,7 @@ import numpy as np
 from agg_jax.analysis import plotting
 
 WEIGHTINGS = ("softmax", "confidence")
+MAPS = ("activation", "mask")
 
 
 def _check_target(target: int) -> float:
@@ -91,6 +92,7 @@ def block_activations(model: nn.Module, variables: Mapping[str, Any], images,
 
 def score_cam(model: nn.Module, variables: Mapping[str, Any], images, layer: str, *,
               chunk: int = 32, target: int = 1, weighting: str = "softmax",
+              maps: str = "activation",
               progress: Callable[[int, int], Any] | None = None) -> np.ndarray:
   """Score-CAM saliency maps (B, H, W) float32 in [0, 1] of `images` (B, H, W, 3) at `layer`.
 
@@ -103,8 +105,12 @@ def score_cam(model: nn.Module, variables: Mapping[str, Any], images, layer: str
     "softmax" (the paper): softmax over the channels of C_k = f(X * H_k) - f(X_b), X_b the black
       image; the softmax cancels the baseline term, so f(X_b) is never computed;
     "confidence" (the reference code): w_k = f(X * H_k), unnormalised.
-  The map is ReLU(sum_k w_k A_k upsampled) (the activations themselves, not normalised),
-  min-max normalised per image (all zeros where constant).
+  The map is ReLU(sum_k w_k A_k upsampled) (the activations themselves, not normalised, as the
+  reference: `maps="activation"`), min-max normalised per image (all zeros where constant).
+  That sum presumes post-ReLU features. EfficientNet's block outputs are linear bottlenecks
+  (signed, mean below zero), where it is negative almost everywhere and the ReLU leaves an empty
+  map; `maps="mask"` sums the [0, 1] masks H_k that the scores were measured with instead,
+  sum_k w_k H_k, which keeps the method's weighting and is never empty.
 
   The B * C masked images go through one jitted forward pass per `chunk` images (the last chunk
   padded, so it compiles once); `progress(done, total)` is called after each chunk with the
@@ -113,6 +119,8 @@ def score_cam(model: nn.Module, variables: Mapping[str, Any], images, layer: str
   sign = _check_target(target)
   if weighting not in WEIGHTINGS:
     raise ValueError(f"unknown weighting {weighting!r}: use one of {WEIGHTINGS}")
+  if maps not in MAPS:
+    raise ValueError(f"unknown maps {maps!r}: use one of {MAPS}")
   if chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
   # On the device once (not again with every chunk, where they were host arrays).
@@ -141,7 +149,7 @@ def score_cam(model: nn.Module, variables: Mapping[str, Any], images, layer: str
       scores[-1].block_until_ready()  # report work done, not work queued
       progress(min(start + chunk, total), total)
   scores = jnp.concatenate(scores)[:total].reshape(batch, channels)
-  return np.asarray(_combine(acts, scores, valid, weighting, height, width))
+  return np.asarray(_combine(acts, scores, valid, weighting, maps, height, width))
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -153,17 +161,24 @@ def _masked_scores(model, sign, variables, images, acts, image_index, channel_in
   return jax.nn.sigmoid(sign * logits.astype(jnp.float32))
 
 
-@functools.partial(jax.jit, static_argnames=("weighting", "height", "width"))
-def _combine(acts, scores, valid, weighting, height, width):
+@functools.partial(jax.jit, static_argnames=("weighting", "maps", "height", "width"))
+def _combine(acts, scores, valid, weighting, maps, height, width):
   """Score-CAM's weighted sum of the channels, ReLU, upsampled, normalised per image."""
+
   if weighting == "softmax":
     weights = jax.nn.softmax(jnp.where(valid, scores, -jnp.inf), axis=-1)
     weights = jnp.where(valid.any(axis=-1, keepdims=True), weights, 0.0)
   else:
     weights = jnp.where(valid, scores, 0.0)
-  # Upsampling is linear, so sum_k w_k up(A_k) = up(sum_k w_k A_k): summed before upsampling.
-  cam = jnp.einsum("bhwc,bc->bhw", acts, weights)
-  cam = jax.nn.relu(_resize(cam, height, width))
+  if maps == "mask":  # the masks H_k themselves, one image at a time (memory: C x H x W)
+    def one_image(args):
+      image_acts, image_weights = args
+      masks = _normalize_per_map(_resize(jnp.moveaxis(image_acts, -1, 0), height, width))
+      return jnp.einsum("chw,c->hw", masks, image_weights)
+    cam = jax.nn.relu(jax.lax.map(one_image, (acts, weights)))
+  else:
+    # Upsampling is linear: sum_k w_k up(A_k) = up(sum_k w_k A_k), summed before upsampling.
+    cam = jax.nn.relu(_resize(jnp.einsum("bhwc,bc->bhw", acts, weights), height, width))
   return _normalize_per_map(cam).astype(jnp.float32)
 
 

@@ -149,7 +149,7 @@ def chart(path, blocks: Sequence[str], per_set: Mapping[str, HeadInputs],
   panel per image set."""
   numbers = np.arange(len(blocks))
   fig, axes = plotting.figure(max(6.0, 0.28 * len(blocks) + 2), 2.4 * len(per_set),
-                              rows=len(per_set), squeeze=False)
+                              rows=len(per_set), squeeze=False, gridspec_kw={"hspace": 0.6})
   for ax, (name, inputs) in zip(axes[:, 0], per_set.items()):
     means = class_means(contributions(inputs.primitives, kernel), inputs.labels)
     ax.bar(numbers - 0.2, means["real"], 0.4, color=plotting.REAL_COLOR, label="real")

@@ -89,9 +89,10 @@ def torch_upsample(maps, height, width):
   return out[:, 0]
 
 
-def reference_score_cam(model, variables, images, layer, target, weighting):
+def reference_score_cam(model, variables, images, layer, target, weighting, maps="activation"):
   """haofanwang/Score-CAM cam/scorecam.py, one image and one channel at a time; a constant
-  channel is judged on the activation itself (as cam.score_cam documents)."""
+  channel is judged on the activation itself (as cam.score_cam documents); maps="mask" sums the
+  normalised masks instead of the upsampled activations."""
   import torch  # pylint: disable=import-outside-toplevel
 
   def f(image):  # the explained class's probability for one (H, W, 3) image
@@ -102,7 +103,7 @@ def reference_score_cam(model, variables, images, layer, target, weighting):
   acts = torch.from_numpy(sown_blocks(model, variables, images)[layer]).permute(0, 3, 1, 2)
   batch, channels, height, width = len(images), acts.shape[1], SIZE, SIZE
   baseline = f(np.zeros((height, width, 3)))
-  maps = []
+  results = []
   for b in range(batch):
     x = torch.from_numpy(images[b].astype(np.float32))
     scores, saliency = [], []
@@ -113,7 +114,7 @@ def reference_score_cam(model, variables, images, layer, target, weighting):
       up = torch_upsample(activation[None].numpy(), height, width)[0]
       norm = (up - up.min()) / (up.max() - up.min())
       scores.append(f((x * norm[:, :, None]).numpy()))
-      saliency.append(up)
+      saliency.append(norm if maps == "mask" else up)
     if weighting == "softmax":
       weights = torch.softmax(torch.tensor(scores, dtype=torch.float64) - baseline, 0).tolist()
     else:
@@ -123,8 +124,8 @@ def reference_score_cam(model, variables, images, layer, target, weighting):
       total += weight * up
     total = torch.relu(total)
     low, high = total.min(), total.max()
-    maps.append(torch.zeros_like(total) if low == high else (total - low) / (high - low))
-  return torch.stack(maps).numpy()
+    results.append(torch.zeros_like(total) if low == high else (total - low) / (high - low))
+  return torch.stack(results).numpy()
 
 
 def check_maps(maps, batch):
@@ -133,21 +134,23 @@ def check_maps(maps, batch):
   np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0)  # normalised per image
 
 
-@pytest.mark.parametrize("weighting,target", [("softmax", 1), ("confidence", 1),
-                                              ("softmax", 0)])
-def test_score_cam_matches_reference_loop(setup, weighting, target):
+@pytest.mark.parametrize("weighting,target,maps", [
+    ("softmax", 1, "activation"), ("confidence", 1, "activation"), ("softmax", 0, "activation"),
+    ("softmax", 1, "mask")])
+def test_score_cam_matches_reference_loop(setup, weighting, target, maps):
   model, variables, images = setup
   variables = with_constant_channels(variables, [0, 7, 39])  # skipped: weight 0
   layer, chunk = "block04", 12  # 40 channels: 2 * 40 masked images, 7 chunks, the last padded
   calls = []
-  maps = cam.score_cam(model, variables, images, layer, chunk=chunk, target=target,
-                       weighting=weighting, progress=lambda *call: calls.append(call))
-  check_maps(maps, len(images))
+  heat = cam.score_cam(model, variables, images, layer, chunk=chunk, target=target,
+                       weighting=weighting, maps=maps,
+                       progress=lambda *call: calls.append(call))
+  check_maps(heat, len(images))
   total = len(images) * 40
   assert calls == [(min(done, total), total) for done in range(chunk, total + chunk, chunk)]
   assert len(calls) == math.ceil(total / chunk)
-  expected = reference_score_cam(model, variables, images, layer, target, weighting)
-  assert np.abs(maps - expected).max() < 1e-5
+  expected = reference_score_cam(model, variables, images, layer, target, weighting, maps)
+  assert np.abs(heat - expected).max() < 1e-5
 
 
 def test_score_cam_depends_on_target_and_weighting(setup):

@@ -1,0 +1,100 @@
+"""`--mode=analyze` as a user runs it on a trained run: every file, the AP it recomputes against
+the run's own results, the trimmed models, and the report page opened in headless Chromium."""
+
+import csv
+import json
+
+import pytest
+
+from tests.analysis.page_check import check_page, requires_browser
+from tests.helpers import one_line_error, run_module
+
+TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
+        "--config.data.image_size=32", "--config.data.train_per_class=16",
+        "--config.data.val_per_class=8", "--config.data.test_per_class=8",
+        "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
+        "--config.train.warmup_steps=0", "--config.train.eval_every=3",
+        "--config.train.checkpoint_every=3", "--config.train.num_steps=6"]
+FILES = ("importance.csv", "importance.png", "trimming.csv", "trimming_summary.csv",
+         "trimming.json", "trimming_degradation.png", "trimming_experiments_masked.png",
+         "trimming_experiments_refit.png", "cam_score.png", "cam_grad.png", "summary.json",
+         "report.html")
+
+
+def main(*args, workdir, cache):
+  return run_module("agg_jax.main", f"--workdir={workdir}", f"--compilation_cache={cache}",
+                    *args)
+
+
+@pytest.fixture(scope="module")
+def analyzed_run(tmp_path_factory, xla_cache):
+  """A 6-step demo run of the tiny model, then `--mode=analyze` on its directory alone."""
+  workdir = tmp_path_factory.mktemp("run")
+  trained = main("--config=configs/demo.py", *TINY, workdir=workdir, cache=xla_cache)
+  assert trained.returncode == 0, trained.stderr[-3000:]
+  analyzed = main("--mode=analyze", workdir=workdir, cache=xla_cache)
+  assert analyzed.returncode == 0, analyzed.stderr[-3000:]
+  return workdir, analyzed
+
+
+def _rows(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def test_analyze_writes_every_file_and_recomputes_the_runs_ap(analyzed_run):
+  workdir, out = analyzed_run
+  folder = workdir / "analysis"
+  assert [name for name in FILES if not (folder / name).is_file()] == []
+  assert "analysis written to" in out.stdout
+  assert "Score-CAM" in out.stderr  # progress of the long part
+  summary = json.loads((folder / "summary.json").read_text())
+  assert len(summary["ranking"]) == 7 and sorted(summary["ranking"]) == summary["blocks"]
+  assert summary["images"]["validation"] == 16
+  # The full model's AP from the primitives equals the AP evaluate wrote from its scores.
+  metrics = json.loads((workdir / "results" / "metrics.json").read_text())
+  rows = _rows(folder / "trimming.csv")
+  for row in rows:
+    if row["size"] == "7" and row["variant"] == "masked":
+      assert float(row["ap_trimmed"]) == pytest.approx(float(row["ap_entire"]), abs=1e-3)
+    expected = 100 * metrics["test_sets"][row["test"]]["frame"]["ap"]
+    assert float(row["ap_entire"]) == pytest.approx(expected, abs=1e-3)
+  assert {row["size"] for row in rows} == {"1", "3", "5", "7"}
+  trimmed = json.loads((folder / "trimming.json").read_text())["trimmed"]
+  one = next(t for t in trimmed if t["size"] == 1 and t["variant"] == "masked")
+  assert one["blocks"] == [summary["blocks"].index(summary["ranking"][0])]
+  speed = {(r["variant"], r["size"]): r for r in _rows(folder / "trimming_summary.csv")}
+  assert int(speed[("masked", "1")]["backbone_blocks"]) <= 7
+  assert float(speed[("masked", "7")]["analysis_fraction"]) == pytest.approx(1.0, abs=1e-3)
+
+
+@requires_browser
+def test_the_report_page_loads_every_image_without_errors(analyzed_run, tmp_path):
+  workdir, _ = analyzed_run
+  page = check_page(workdir / "analysis" / "report.html", tmp_path / "report.png")
+  assert page["errors"] == [] and page["broken_images"] == []
+  assert page["images"] == 6  # importance, two CAMs, three trimming figures
+  assert any("Trimming" in heading for heading in page["headings"])
+  assert page["screenshot"].stat().st_size > 50_000
+
+
+def test_analysis_settings_can_change_on_a_saved_run(analyzed_run, tmp_path, xla_cache):
+  workdir, _ = analyzed_run
+  out = main("--mode=analyze", "--config=configs/demo.py", *TINY, "--config.analysis.cam=grad",
+             "--config.analysis.trim_sizes=(2,)", "--config.analysis.rank_by=separation",
+             workdir=workdir, cache=xla_cache)
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.loads((workdir / "analysis" / "summary.json").read_text())
+  assert list(summary["cam"]) == ["grad"]
+  assert {row["size"] for row in summary["trimming"]} == {2, 7}
+  assert summary["settings"]["rank_by"] == "separation"
+
+
+def test_analyze_mistakes_are_one_line(analyzed_run, tmp_path, xla_cache):
+  out = main("--mode=analyze", workdir=tmp_path / "none", cache=xla_cache)
+  assert "no run there" in one_line_error(out, "agg_jax.main")
+  assert not (tmp_path / "none").exists()
+  workdir, _ = analyzed_run
+  out = main("--mode=analyze", "--config=configs/demo.py", *TINY, "--config.analysis.cam=lime",
+             workdir=workdir, cache=xla_cache)
+  assert "config.analysis.cam='lime': use one of" in one_line_error(out, "agg_jax.main")
