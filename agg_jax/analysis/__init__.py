@@ -6,6 +6,7 @@
   report.py      one offline HTML page with the tables and figures
   analyze.py     runs them all for a run directory and writes RUN/analysis/
   settings.py    the `config.analysis` fields
+  __main__.py    AP_deg pooled over the experiments of several analysed runs
 
 This package imports no JAX at import time, so configs can read its settings.
 """

@@ -165,6 +165,29 @@ def write_csv(path, rows: Sequence[dict]) -> None:
   fileio.atomic_write_text(path, out.getvalue())
 
 
+def read_csv(path) -> list[dict]:
+  """The rows of a trimming table written by `write_csv`, with numbers as numbers."""
+  with open(path, newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    row["size"], row["analysis_params"] = int(row["size"]), int(row["analysis_params"])
+    row["ap_entire"], row["ap_trimmed"] = float(row["ap_entire"]), float(row["ap_trimmed"])
+  return rows
+
+
+def summarize(rows: Sequence[dict]) -> list[dict]:
+  """AP_deg (eq. 5) per (variant, N) over every (train, test) experiment in `rows`, with the
+  mean parameter count of the trimmed analysis parts."""
+  groups = {}
+  for row in rows:
+    groups.setdefault((row["variant"], row["size"]), []).append(row)
+  return [{"variant": variant, "size": size, "experiments": len(group),
+           "ap_deg": round(ap_deg([r["ap_entire"] for r in group],
+                                  [r["ap_trimmed"] for r in group]), 4),
+           "analysis_params": int(round(np.mean([r["analysis_params"] for r in group])))}
+          for (variant, size), group in sorted(groups.items())]
+
+
 def experiments_chart(path, rows: Sequence[dict], variant: str) -> None:
   """Figure 7: |AP_entire - AP_trimmed| per (train, test) experiment, one bar per N."""
   rows = [row for row in rows if row["variant"] == variant]

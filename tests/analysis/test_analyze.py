@@ -3,6 +3,7 @@ the run's own results, the trimmed models, and the report page opened in headles
 
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -79,7 +80,8 @@ def test_the_report_page_loads_every_image_without_errors(analyzed_run, tmp_path
 
 
 def test_analysis_settings_can_change_on_a_saved_run(analyzed_run, tmp_path, xla_cache):
-  workdir, _ = analyzed_run
+  workdir = tmp_path / "run"
+  shutil.copytree(analyzed_run[0], workdir)  # the shared run stays as analysed
   out = main("--mode=analyze", "--config=configs/demo.py", *TINY, "--config.analysis.cam=grad",
              "--config.analysis.trim_sizes=(2,)", "--config.analysis.rank_by=separation",
              workdir=workdir, cache=xla_cache)
@@ -98,3 +100,22 @@ def test_analyze_mistakes_are_one_line(analyzed_run, tmp_path, xla_cache):
   out = main("--mode=analyze", "--config=configs/demo.py", *TINY, "--config.analysis.cam=lime",
              workdir=workdir, cache=xla_cache)
   assert "config.analysis.cam='lime': use one of" in one_line_error(out, "agg_jax.main")
+
+
+def test_ap_deg_pools_the_experiments_of_several_runs(analyzed_run, tmp_path):
+  workdir, _ = analyzed_run
+  shutil.copytree(workdir, tmp_path / "second")
+  out = run_module("agg_jax.analysis", workdir, tmp_path / "second", f"--out={tmp_path / 'all'}")
+  assert out.returncode == 0, out.stderr[-3000:]
+  single = {(r["variant"], r["size"]): r for r in _rows(workdir / "analysis" /
+                                                        "trimming_summary.csv")}
+  pooled = _rows(tmp_path / "all" / "trimming_summary.csv")
+  assert len(pooled) == len(single)
+  for row in pooled:  # the same experiments twice: the same mean
+    assert row["experiments"] == "6"
+    assert float(row["ap_deg"]) == pytest.approx(
+        float(single[(row["variant"], row["size"])]["ap_deg"]), abs=1e-3)
+  assert "| masked | 1 | 6 |" in out.stdout
+  assert (tmp_path / "all" / "trimming_degradation.png").is_file()
+  missing = run_module("agg_jax.analysis", workdir, tmp_path / "nothing")
+  assert "no trimming table" in one_line_error(missing, "agg_jax.analysis")
