@@ -5,8 +5,11 @@ import csv
 import json
 import shutil
 
+import ml_collections
 import pytest
 
+from agg_jax import run
+from agg_jax.analysis import analyze
 from tests.analysis.page_check import check_page, requires_browser
 from tests.helpers import one_line_error, run_module
 
@@ -119,3 +122,11 @@ def test_ap_deg_pools_the_experiments_of_several_runs(analyzed_run, tmp_path):
   assert (tmp_path / "all" / "trimming_degradation.png").is_file()
   missing = run_module("agg_jax.analysis", workdir, tmp_path / "nothing")
   assert "no trimming table" in one_line_error(missing, "agg_jax.analysis")
+
+
+def test_a_run_without_the_aggregation_head_is_refused_before_any_work(tmp_path):
+  config = ml_collections.ConfigDict({"model": {"head": "logits"}})
+  with pytest.raises(run.RunError, match="model.head='logits'; the analyses read the "
+                     "aggregation head's primitives"):
+    analyze.analyze_run(config, tmp_path)
+  assert list(tmp_path.iterdir()) == []
