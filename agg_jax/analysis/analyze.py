@@ -186,8 +186,7 @@ def explain(model, variables, split, inputs, ranking, blocks, settings, out) -> 
         with tqdm(desc=f"Score-CAM {layer}", unit="masked image") as bar:
           heatmaps[layer] = np.asarray(cam.score_cam(
               model, local, images, layer, chunk=settings.cam_chunk, maps=settings.cam_maps,
-              progress=lambda done, total: (setattr(bar, "total", total),
-                                            bar.update(done - bar.n))))
+              progress=_moves(bar)))
       else:
         heatmaps[layer] = np.asarray(cam.grad_cam(model, local, images, layer))
     name = f"cam_{method}.png"
@@ -195,6 +194,16 @@ def explain(model, variables, split, inputs, ranking, blocks, settings, out) -> 
       cam.cam_figure(images, heatmaps, titles, out / name)
     written[method] = {"file": name, "layers": layers, "ids": [str(i) for i in split.ids[rows]]}
   return written
+
+
+def _moves(bar):
+  """A `cam.score_cam` progress callback (done, total) that moves a tqdm bar."""
+
+  def update(done: int, total: int) -> None:
+    bar.total = total
+    bar.update(done - bar.n)
+
+  return update
 
 
 def write_trimming(out: Path, trims: dict, ranking, blocks, rank_by: str) -> None:
