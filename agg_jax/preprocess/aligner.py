@@ -5,11 +5,12 @@ videos, smoothed over time (``smooth``) -> warp. A face whose eye centre falls o
 picture is ``no_face`` with a ``note``: it cannot be aligned on its eye. Photos and video frames
 go through the same steps, so real and fake data share one preprocessing.
 
-``Aligner(settings)`` loads the dlib models once; ``image(rgb)``, ``video(frames)`` and
-``file(path)`` give ``AlignedFace`` values: the status, the face (uint8 RGB, ``settings.size``
-square) and the alignment fields of a manifest record. Nothing is written: ``pipeline`` turns
-them into PNGs and records. Whatever goes wrong with one input becomes the status of the frame
-or file it concerns (``error: <reason>``), and the other frames go on.
+``Aligner(settings)`` loads the dlib models once; ``image(rgb)`` (the largest face),
+``faces(rgb)`` (every face), ``video(frames)`` and ``file(path)`` give ``AlignedFace`` values:
+the status, the face (uint8 RGB, ``settings.size`` square) and the alignment fields of a manifest
+record. Nothing is written: ``pipeline`` turns them into PNGs and records. Whatever goes wrong
+with one input becomes the status of the frame or file it concerns (``error: <reason>``), and
+the other frames go on.
 """
 
 import os
@@ -152,6 +153,24 @@ class Aligner:
     except Exception as e:  # pylint: disable=broad-except
       return AlignedFace(f"error: unexpected {type(e).__name__}: {e}")
 
+  def faces(self, rgb: np.ndarray) -> list[AlignedFace]:
+    """Every face of a photo, largest first, each aligned as ``image`` aligns the largest
+    (``faces(rgb)[0]`` is ``image(rgb)``); one ``no_face`` (or ``error:``) face when none is."""
+    rgb = _checked(rgb)
+    try:
+      found = self.detector.detect_all(rgb)
+    except Exception as e:  # pylint: disable=broad-except
+      return [AlignedFace(f"error: unexpected {type(e).__name__}: {e}")]
+    if not found:
+      return [AlignedFace("no_face", image_size=(rgb.shape[1], rgb.shape[0]))]
+    faces = []
+    for det in found:
+      try:
+        faces.append(self._align(rgb, det))
+      except Exception as e:  # pylint: disable=broad-except  # The other faces go on.
+        faces.append(AlignedFace(f"error: unexpected {type(e).__name__}: {e}"))
+    return faces
+
   def _locate(self, rgb: np.ndarray, det) -> tuple[np.ndarray, np.ndarray, float]:
     """(landmarks, pose, last eye move) of the detected face, refined on the aligned face.
 
@@ -191,11 +210,15 @@ class Aligner:
     return landmarks, align.pose(det.box, landmarks), move
 
   def _image(self, rgb: np.ndarray) -> AlignedFace:
-    size = self.settings.size
-    image_size = (rgb.shape[1], rgb.shape[0])
     det = self.detector.detect(rgb)
     if det is None:
-      return AlignedFace("no_face", image_size=image_size)
+      return AlignedFace("no_face", image_size=(rgb.shape[1], rgb.shape[0]))
+    return self._align(rgb, det)
+
+  def _align(self, rgb: np.ndarray, det) -> AlignedFace:
+    """The photo's face that ``det`` found, aligned."""
+    size = self.settings.size
+    image_size = (rgb.shape[1], rgb.shape[0])
     landmarks, face_pose, move = self._locate(rgb, det)
     if not _eyes_inside(landmarks, rgb.shape):
       return _found("no_face", det, landmarks, note=EYES_OUTSIDE, image_size=image_size)

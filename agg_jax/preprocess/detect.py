@@ -20,8 +20,8 @@ With ``cnn``: the CNN at up to 640 px, then tier 3. In a video, the face of the 
 frame is looked for first in a square of 2.2x its box around it, resampled so the face is about
 100 px (``track``), which is ~5x cheaper than a whole 640x480 frame; a long stretch of
 faceless frames is searched with the first tier only (``thorough=False``).
-The largest face (box area) of the first tier that finds any is kept; ``faces`` counts the faces
-that tier found in the region it searched.
+The largest face (box area) of the first tier that finds any is kept (``detect_all`` gives them
+all, largest first); ``faces`` counts the faces that tier found in the region it searched.
 """
 
 import os
@@ -98,6 +98,12 @@ class FaceDetector:
   def detect(self, rgb: np.ndarray, thorough: bool = True) -> Detection | None:
     """The largest face in a whole image (the cascade above; only its first tier when not
     ``thorough``), or None."""
+    found = self.detect_all(rgb, thorough)
+    return found[0] if found else None
+
+  def detect_all(self, rgb: np.ndarray, thorough: bool = True) -> list[Detection]:
+    """Every face the first tier of the cascade that finds any finds, largest first (ties in
+    the detector's order): ``detect`` is its first."""
     longer = max(rgb.shape[:2])
     base = min(1.0, MAX_SIDE / longer)
     if self.kind == "hog":
@@ -113,8 +119,8 @@ class FaceDetector:
     for detector, scale, pad, upsample in tiers:
       boxes = self._search(rgb, detector, scale, pad, upsample)
       if len(boxes):
-        return Detection(_largest(boxes), len(boxes), detector, "image")
-    return None
+        return [Detection(boxes[i], len(boxes), detector, "image") for i in _by_size(boxes)]
+    return []
 
   def hog(self, rgb: np.ndarray) -> Detection | None:
     """The largest face HOG alone finds in ``rgb`` as it is (no cascade), or None."""
@@ -147,9 +153,14 @@ class FaceDetector:
     return Detection(_largest(boxes) + (x0, y0, x0, y0), len(boxes), detector, "track")
 
 
-def _largest(boxes: np.ndarray) -> np.ndarray:
+def _by_size(boxes: np.ndarray) -> np.ndarray:
+  """Indices of ``boxes`` by decreasing area; equal areas keep their order (as argmax does)."""
   areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return boxes[int(np.argmax(areas))]
+  return np.argsort(-areas, kind="stable")
+
+
+def _largest(boxes: np.ndarray) -> np.ndarray:
+  return boxes[int(_by_size(boxes)[0])]
 
 
 def _resize(rgb: np.ndarray, scale: float) -> np.ndarray:

@@ -116,6 +116,34 @@ def test_photos_in_memory_equal_the_pipeline_pngs_and_records(aligner, tmp_path)
   assert small.ok and small.face.shape == (128, 128, 3)
 
 
+def two_faces() -> np.ndarray:
+  """A faces-mini Yonsei face (440 px high) beside a smaller GAN face (280 px) on grey."""
+  a = read_image(faces_mini("real/yonsei", 1)[0])
+  b = read_image(faces_mini("fake/gan", 1)[0])
+  a = cv2.resize(a, (a.shape[1] * 440 // a.shape[0], 440), interpolation=cv2.INTER_AREA)
+  b = cv2.resize(b, (b.shape[1] * 280 // b.shape[0], 280), interpolation=cv2.INTER_AREA)
+  canvas = np.full((520, a.shape[1] + b.shape[1] + 120, 3), 128, np.uint8)
+  canvas[40:40 + a.shape[0], 40:40 + a.shape[1]] = a
+  canvas[120:120 + b.shape[0], a.shape[1] + 80:a.shape[1] + 80 + b.shape[1]] = b
+  return canvas
+
+
+@requires_faces_mini
+def test_every_face_of_a_photo_is_aligned_largest_first(aligner):
+  rgb = two_faces()
+  faces = aligner.faces(rgb)
+  assert [f.status for f in faces] == ["ok", "ok"] and [f.faces for f in faces] == [2, 2]
+  width = [f.box[2] - f.box[0] for f in faces]
+  assert width[0] > 1.4 * width[1] and faces[0].box[2] < faces[1].box[0]  # big left, small right
+  largest = aligner.image(rgb)
+  assert faces[0].fields() == largest.fields()
+  np.testing.assert_array_equal(faces[0].face, largest.face)
+  assert not np.array_equal(faces[1].face, largest.face) and faces[1].face.shape == (256, 256, 3)
+  (alone,) = aligner.faces(read_image(faces_mini("real/yonsei", 1)[0]))
+  assert alone.ok and alone.faces == 1
+  assert [f.fields() for f in aligner.faces(noise())] == [{**NO_FIELDS, "image_size": [160, 120]}]
+
+
 @requires_faces_mini
 def test_a_face_whose_png_cannot_be_written_is_an_error_record(tmp_path, monkeypatch):
   def full_disk(self, relative, rgb):
