@@ -24,11 +24,12 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
     "tensorboard==2.21.0",  # to look at them: `tensorboard --logdir=RUN/tensorboard`
+    "safetensors==0.8.0",  # exported variables (agg_jax/exported.py), imported weights
+    "flatbuffers==25.12.19",  # jax.export serialisation
 ]
 
 IMPORT_REQUIRES = [  # reading pretrained weights (agg_jax.weights); CPU torch, see README
     "h5py==3.16.0",
-    "safetensors==0.8.0",
     "torch==2.13.0",
 ]
 

@@ -3,11 +3,13 @@
   python -m agg_jax.main --config=configs/demo.py --workdir=runs/demo     # train (or resume)
   python -m agg_jax.main --workdir=runs/demo --mode=evaluate              # rescore the test sets
   python -m agg_jax.main --workdir=runs/demo --mode=analyze               # importance, CAM, trimming
+  python -m agg_jax.main --workdir=runs/demo --mode=export                # RUN/export: a detector
 
 Modes: "train" trains, selects the checkpoint on the validation split and scores every test
 set; rerunning the same command resumes an interrupted run. "evaluate" scores every test set
 with the best checkpoint of an existing run. "analyze" writes the paper's analyses of a trained
-run to RUN/analysis/ (agg_jax/analysis: layer importance, Score-CAM, trimming, report.html). A
+run to RUN/analysis/ (agg_jax/analysis: layer importance, Score-CAM, trimming, report.html).
+"export" writes RUN/export/, the detector that `python -m agg_jax.predict` runs (export.py). A
 run's saved `config.json` is the truth about it
 (agg_jax/run.py): on an existing run --config may be left out, and a --config given must agree
 with the saved one. Config fields are overridden on the command line, e.g.
@@ -26,7 +28,7 @@ from ml_collections import config_flags
 from agg_jax import cli, data, models, run, sharding
 
 PROG = "agg_jax.main"
-MODES = ("train", "evaluate", "analyze")
+MODES = ("train", "evaluate", "analyze", "export")
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -43,6 +45,10 @@ flags.DEFINE_integer("process_id", None, "This process's id (with --distributed)
 flags.DEFINE_string("compilation_cache", "~/.cache/agg_jax/xla",
                     "Persistent XLA compilation cache: a rerun (resume, evaluate) skips "
                     "compiling. Empty: off.")
+flags.DEFINE_list("platforms", ["cpu"], "--mode=export: the platforms the exported modules "
+                  "run on, some of cpu, cuda, rocm, tpu (one artefact for all).")
+flags.DEFINE_integer("trimmed", None, "--mode=export: also export the analysis's masked top-N "
+                     "model to RUN/export/trimmed_N (needs --mode=analyze first).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -103,9 +109,12 @@ def main(argv: list[str]) -> int:
       train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == "evaluate":
       evaluate.evaluate_run(config, FLAGS.workdir)
-    else:
+    elif FLAGS.mode == "analyze":
       from agg_jax.analysis import analyze  # pylint: disable=import-outside-toplevel
       analyze.analyze_run(config, FLAGS.workdir)
+    else:
+      from agg_jax import export  # pylint: disable=import-outside-toplevel
+      export.export_run(config, FLAGS.workdir, FLAGS.platforms, FLAGS.trimmed)
   except weights.WeightsError as e:  # converted weights that turn out unreadable
     raise cli.UsageError(str(e)) from None
   return cli.EXIT_OK

@@ -1,14 +1,40 @@
 """Shared fixtures, and the CI rule: in CI (`CI=true`) a skipped test is a failed test."""
 
+import shutil
+
 import pytest
 
-from tests.helpers import IN_CI
+from tests.helpers import IN_CI, TINY_RUN, run_module
 
 
 @pytest.fixture(scope="session")
 def xla_cache(tmp_path_factory) -> str:
   """A compilation cache shared by the subprocess runs of one test session (never the user's)."""
   return str(tmp_path_factory.mktemp("xla_cache"))
+
+
+def _main(*args, workdir, cache):
+  return run_module("agg_jax.main", f"--workdir={workdir}", f"--compilation_cache={cache}", *args)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, xla_cache):
+  """A 6-step demo run of the tiny model (helpers.TINY_RUN), trained once per session: a test
+  copies it (`copy_run`) before changing anything in it."""
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  out = _main(*TINY_RUN, workdir=workdir, cache=xla_cache)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory, xla_cache):
+  """A copy of `tiny_run` exported for CPU and TPU: (run directory, the export's output)."""
+  workdir = tmp_path_factory.mktemp("exported") / "run"
+  shutil.copytree(tiny_run, workdir)
+  out = _main("--mode=export", "--platforms=cpu,tpu", workdir=workdir, cache=xla_cache)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, out
 
 
 def _fail_skip_in_ci(report) -> None:

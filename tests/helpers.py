@@ -23,6 +23,16 @@ requires_faces_mini = pytest.mark.skipif(
     "folder, beside the clone)")
 
 
+# A 6-step run of the tiny model on the demo data (tests/conftest.py `tiny_run` trains it once).
+TINY_RUN = ["--config=configs/demo.py", "--config.model.name=efficientnetv2_tiny",
+            "--config.model.hidden=(16,)", "--config.data.image_size=32",
+            "--config.data.train_per_class=16", "--config.data.val_per_class=8",
+            "--config.data.test_per_class=8", "--config.train.batch_size=8",
+            "--config.train.eval_batch_size=16", "--config.train.warmup_steps=0",
+            "--config.train.eval_every=3", "--config.train.checkpoint_every=3",
+            "--config.train.num_steps=6"]
+
+
 def faces_mini(folder: str, n: int | None = None, start: int = 0) -> list[str]:
   """Sorted paths of the JPEGs in a faces-mini folder (e.g. "real/yonsei"), n from `start`."""
   paths = sorted(str(p) for p in (FACES_MINI / folder).glob("*.jpg"))

@@ -226,6 +226,28 @@ def _grad_cam_map(acts, grads, height, width):
   return _normalize_per_map(_resize(cam, height, width)).astype(jnp.float32)
 
 
+def grad_cam_maps(model: nn.Module, variables: Mapping[str, Any], images: jax.Array,
+                  layers: Sequence[str], target: int = 1) -> jax.Array:
+  """Grad-CAM maps (B, len(layers), H, W) of several blocks from one backward pass, as a plain
+  traceable function (for `jax.jit` and `jax.export`; `grad_cam` computes the same per layer).
+  """
+  sign = _check_target(target)
+  perturbed = model.clone(backbone=model.backbone.clone(perturb_endpoints=True))
+  variables = _model_variables(variables)
+
+  def score(perturbations):
+    (logits, _), state = perturbed.apply({**variables, "perturbations": perturbations}, images,
+                                         train=False, mutable=["intermediates"])
+    return sign * logits.astype(jnp.float32).sum(), [_pick_block(state, l) for l in layers]
+
+  shapes = jax.eval_shape(perturbed.init, jax.random.key(0), images)["perturbations"]
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  grads, acts = jax.grad(score, has_aux=True)(zeros)
+  height, width = images.shape[1:3]
+  return jnp.stack([_grad_cam_map(a, grads["backbone"][l], height, width)
+                    for a, l in zip(acts, layers)], axis=1)
+
+
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
   """`heat` (H, W) in [0, 1] in matplotlib's "jet" colours blended over `image` (H, W, 3) uint8:
   (1 - alpha) * image + alpha * colour, as uint8."""

@@ -5,20 +5,16 @@ import csv
 import json
 import shutil
 
+import jax
 import ml_collections
+import numpy as np
 import pytest
 
-from agg_jax import run
-from agg_jax.analysis import analyze
+from agg_jax import data, exported, run, sharding
+from agg_jax.analysis import analyze, trimming
 from tests.analysis.page_check import check_page, requires_browser
-from tests.helpers import one_line_error, run_module
+from tests.helpers import TINY_RUN, one_line_error, run_module
 
-TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
-        "--config.data.image_size=32", "--config.data.train_per_class=16",
-        "--config.data.val_per_class=8", "--config.data.test_per_class=8",
-        "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
-        "--config.train.warmup_steps=0", "--config.train.eval_every=3",
-        "--config.train.checkpoint_every=3", "--config.train.num_steps=6"]
 FILES = ("importance.csv", "importance.png", "trimming.csv", "trimming_summary.csv",
          "trimming.json", "trimming_degradation.png", "trimming_experiments_masked.png",
          "trimming_experiments_refit.png", "cam_score.png", "cam_grad.png", "summary.json",
@@ -31,11 +27,10 @@ def main(*args, workdir, cache):
 
 
 @pytest.fixture(scope="module")
-def analyzed_run(tmp_path_factory, xla_cache):
-  """A 6-step demo run of the tiny model, then `--mode=analyze` on its directory alone."""
-  workdir = tmp_path_factory.mktemp("run")
-  trained = main("--config=configs/demo.py", *TINY, workdir=workdir, cache=xla_cache)
-  assert trained.returncode == 0, trained.stderr[-3000:]
+def analyzed_run(tiny_run, tmp_path_factory, xla_cache):
+  """A copy of the tiny run (conftest), then `--mode=analyze` on its directory alone."""
+  workdir = tmp_path_factory.mktemp("analyzed") / "run"
+  shutil.copytree(tiny_run, workdir)
   analyzed = main("--mode=analyze", workdir=workdir, cache=xla_cache)
   assert analyzed.returncode == 0, analyzed.stderr[-3000:]
   return workdir, analyzed
@@ -85,7 +80,7 @@ def test_the_report_page_loads_every_image_without_errors(analyzed_run, tmp_path
 def test_analysis_settings_can_change_on_a_saved_run(analyzed_run, tmp_path, xla_cache):
   workdir = tmp_path / "run"
   shutil.copytree(analyzed_run[0], workdir)  # the shared run stays as analysed
-  out = main("--mode=analyze", "--config=configs/demo.py", *TINY, "--config.analysis.cam=grad",
+  out = main("--mode=analyze", *TINY_RUN, "--config.analysis.cam=grad",
              "--config.analysis.trim_sizes=(2,)", "--config.analysis.rank_by=separation",
              workdir=workdir, cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -100,7 +95,7 @@ def test_analyze_mistakes_are_one_line(analyzed_run, tmp_path, xla_cache):
   assert "no run there" in one_line_error(out, "agg_jax.main")
   assert not (tmp_path / "none").exists()
   workdir, _ = analyzed_run
-  out = main("--mode=analyze", "--config=configs/demo.py", *TINY, "--config.analysis.cam=lime",
+  out = main("--mode=analyze", *TINY_RUN, "--config.analysis.cam=lime",
              workdir=workdir, cache=xla_cache)
   assert "config.analysis.cam='lime': use one of" in one_line_error(out, "agg_jax.main")
 
@@ -130,3 +125,26 @@ def test_a_run_without_the_aggregation_head_is_refused_before_any_work(tmp_path)
                      "aggregation head's primitives"):
     analyze.analyze_run(config, tmp_path)
   assert list(tmp_path.iterdir()) == []
+
+
+def test_the_trimmed_export_scores_as_the_analysis_trimmed_model(analyzed_run, tmp_path,
+                                                                 xla_cache):
+  workdir = tmp_path / "run"
+  shutil.copytree(analyzed_run[0], workdir)
+  out = main("--mode=export", "--trimmed=1", workdir=workdir, cache=xla_cache)
+  assert out.returncode == 0, out.stderr[-3000:]
+  detector = exported.load(workdir / "export" / "trimmed_1")
+  saved = json.loads((workdir / "analysis" / "trimming.json").read_text())
+  entry = next(t for t in saved["trimmed"] if t["size"] == 1 and t["variant"] == "masked")
+  assert detector.info["blocks"] == [saved["ranking"][0]] == detector.cam_layers
+  config = run.load_config(workdir)
+  split = data.load(config.data).test["splice"]
+  images = split.images.read(np.arange(len(split)))
+  model, variables = run.restore_best(workdir, config, sharding.make_mesh(config.mesh))
+  _, aux = jax.jit(model.apply)(variables, images)
+  expected = jax.nn.sigmoid(trimming.Trimmed.from_json(entry).logits(np.asarray(
+      aux["primitives"])))
+  np.testing.assert_allclose(detector.probabilities(images), expected, atol=1e-5)
+  out = main("--mode=export", "--trimmed=2", workdir=workdir, cache=xla_cache)
+  assert "--trimmed=2: the analysis has no top-2 model (it has [1, 3, 5, 7])" in \
+      one_line_error(out, "agg_jax.main")
