@@ -51,7 +51,7 @@ def scores(workdir) -> dict[str, np.ndarray]:
     ("--config.model.hidden=abc", "config.model.hidden=('abc',): must be a tuple of widths"),
     ("--config.data.image_size=4096", "the demo's photographs allow at most"),
     ("--config.data.source=nowhere", "config.data.source='nowhere': unknown"),
-    ("--mode=bogus", "flag --mode=bogus: value should be one of <train|evaluate|analyze>"),
+    ("--mode=bogus", "flag --mode=bogus: value should be one of <train|evaluate|analyze|export>"),
     ("stray", "unexpected arguments ['stray']"),
 ])
 def test_a_mistake_is_one_line_before_any_compute_and_leaves_nothing(tmp_path, override, message):

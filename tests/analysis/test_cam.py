@@ -258,3 +258,14 @@ def test_cam_figure(tmp_path):
   assert 1.2 < width / height < 1.9  # 3 panels across, 2 down, the row titles on the left
   with pytest.raises(ValueError):
     cam.cam_figure(images, heatmaps, ["one title"], tmp_path / "bad.png")
+
+
+def test_grad_cam_maps_of_several_layers_in_one_pass_equal_grad_cam(setup):
+  model, variables, images = setup
+  maps = jax.jit(lambda v, x: cam.grad_cam_maps(model, v, x, ["block04", "block03"]))(
+      variables, images)
+  assert maps.shape == (len(images), 2, SIZE, SIZE)
+  np.testing.assert_allclose(maps[:, 0], cam.grad_cam(model, variables, images, "block04"),
+                             atol=1e-6)
+  np.testing.assert_allclose(maps[:, 1], cam.grad_cam(model, variables, images, "block03"),
+                             atol=1e-6)
