@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import cv2
-import jax
 import numpy as np
 import pytest
 
-from agg_jax import exported, run, sharding
+from agg_jax import evaluate, exported, run, sharding
 from agg_jax.preprocess import Aligner, Settings
 from agg_jax.preprocess.images import read_image
 from tests import synthetic_video
@@ -20,17 +19,10 @@ from tests.preprocess.test_preprocess_aligner import two_faces
 
 pytestmark = requires_faces_mini
 
-TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
-        "--config.data.image_size=32", "--config.data.train_per_class=16",
-        "--config.data.val_per_class=8", "--config.data.test_per_class=8",
-        "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
-        "--config.train.warmup_steps=0", "--config.train.eval_every=3",
-        "--config.train.checkpoint_every=3", "--config.train.num_steps=6"]
 TRAINING_MODULES = ("flax", "optax", "orbax", "agg_jax.models", "agg_jax.train",
                     "agg_jax.analysis", "agg_jax.export")
-PHOTOS = {"real/yonsei_0.jpg": faces_mini("real/yonsei", 1)[0],
-          "real/yonsei_1.jpg": faces_mini("real/yonsei", 1, start=1)[0],
-          "fake/gan_0.jpg": faces_mini("fake/gan", 1)[0]}
+PHOTOS = {"real/yonsei_0.jpg": ("real/yonsei", 0), "real/yonsei_1.jpg": ("real/yonsei", 1),
+          "fake/gan_0.jpg": ("fake/gan", 0)}  # name: faces-mini folder, index
 STATUSES = {**{name: "ok" for name in PHOTOS}, "two_faces.png": "ok", "clip.mp4": "ok",
             "gray.jpg": "no_face", "notes.txt": "unsupported"}
 
@@ -40,29 +32,23 @@ def predict(*args, cache: str = "") -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory, xla_cache):
-  """A 6-step demo run of the tiny model (32 px) and its export."""
-  workdir = tmp_path_factory.mktemp("run")
-  common = [f"--workdir={workdir}", f"--compilation_cache={xla_cache}"]
-  trained = run_module("agg_jax.main", *common, "--config=configs/demo.py", *TINY)
-  assert trained.returncode == 0, trained.stderr[-3000:]
-  out = run_module("agg_jax.main", *common, "--mode=export")
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir
+def export(tiny_export):
+  """The session's tiny run (6 steps, 32 px; conftest), exported: its run directory."""
+  return tiny_export[0]
 
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory):
   """A folder of every kind of input, with subfolders."""
   folder = tmp_path_factory.mktemp("mixed")
-  for name, source in PHOTOS.items():
+  for name, (source, index) in PHOTOS.items():
     (folder / name).parent.mkdir(exist_ok=True)
-    (folder / name).write_bytes(open(source, "rb").read())
+    (folder / name).write_bytes(open(faces_mini(source, 1, start=index)[0], "rb").read())
   cv2.imwrite(str(folder / "two_faces.png"), cv2.cvtColor(two_faces(), cv2.COLOR_RGB2BGR))
   cv2.imwrite(str(folder / "gray.jpg"), np.full((200, 200, 3), 128, np.uint8))
   synthetic_video.make_video([read_image(faces_mini("real/yonsei", 1, start=2)[0])],
                              folder / "clip.mp4", frames_per_photo=8, size=(320, 240))
-  (folder / "broken.jpg").write_bytes(open(PHOTOS["fake/gan_0.jpg"], "rb").read()[:3000])
+  (folder / "broken.jpg").write_bytes((folder / "fake/gan_0.jpg").read_bytes()[:3000])
   (folder / "text.png").write_text("not a picture\n")
   (folder / "notes.txt").write_text("not a picture either\n")
   return folder
@@ -138,7 +124,8 @@ def test_cam_overlays_are_written_and_named(predicted, export):
 
 
 def test_probabilities_equal_the_training_time_models(predicted, export, mixed):
-  """The face predict scores, run through the run's best checkpoint with the model code."""
+  """The faces predict scores, through the run's best checkpoint and the function that scored
+  the run's test sets."""
   _, _, records = predicted
   detector = exported.load(export / "export")
   aligner = Aligner(Settings(**detector.alignment))
@@ -146,9 +133,9 @@ def test_probabilities_equal_the_training_time_models(predicted, export, mixed):
   faces += [face.face for face in aligner.faces(read_image(mixed / "two_faces.png"))]
   images = detector.prepare(np.stack(faces))
   config = run.load_config(export)
-  model, variables = run.restore_best(export, config, sharding.make_mesh(config.mesh))
-  logits, _ = model.apply(variables, images, train=False)
-  expected = np.asarray(jax.nn.sigmoid(logits))
+  mesh = sharding.make_mesh(config.mesh)
+  model, variables = run.restore_best(export, config, mesh)
+  expected = np.asarray(evaluate.make_predict_fn(model, mesh)(variables, images))
   got = [records[name]["probability"] for name in PHOTOS]
   got += [face["probability"] for face in records["two_faces.png"]["faces"]]
   np.testing.assert_allclose(got, expected, atol=1e-5)
