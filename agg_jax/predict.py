@@ -38,7 +38,7 @@ import numpy as np
 from absl import flags
 from tqdm import tqdm
 
-from agg_jax import cli, exported, fileio
+from agg_jax import cli, exported, fileio, heatmap
 from agg_jax.preprocess import AlignedFace, Aligner, Settings
 from agg_jax.preprocess.dlib_models import ModelNotFoundError
 from agg_jax.preprocess.frames import VIDEO_EXTS, read_frames, sample_indices
@@ -119,16 +119,6 @@ def in_batches(function, images: np.ndarray, batch: int) -> np.ndarray:
     pad = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
     out.append(np.asarray(function(np.concatenate([chunk, pad])))[:len(chunk)])
   return np.concatenate(out)
-
-
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """`heat` (h, w) in [0, 1], resized to `image` (H, W, 3) uint8 RGB, in OpenCV's jet colours
-  blended over it: (1 - alpha) * image + alpha * colour."""
-  heat = cv2.resize(np.asarray(heat, np.float32), image.shape[1::-1],
-                    interpolation=cv2.INTER_LINEAR)
-  grey = np.clip(np.rint(heat * 255.0), 0, 255).astype(np.uint8)
-  colour = cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-  return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0)
 
 
 class Predictor:
@@ -246,7 +236,10 @@ class Predictor:
     names = []
     for layer, heat in zip(self.detector.cam_layers, maps):
       names.append(f"{name}_{layer}.png")
-      ok, png = cv2.imencode(".png", cv2.cvtColor(overlay(face, heat), cv2.COLOR_RGB2BGR))
+      heat = cv2.resize(np.asarray(heat, np.float32), face.shape[1::-1],
+                        interpolation=cv2.INTER_LINEAR)  # the model's side -> the face's
+      ok, png = cv2.imencode(".png", cv2.cvtColor(heatmap.overlay(face, heat),
+                                                  cv2.COLOR_RGB2BGR))
       if not ok:
         raise OSError(f"cannot encode {names[-1]}")
       path = os.path.join(self.output, names[-1])

@@ -20,10 +20,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 
 from agg_jax.analysis import plotting
+from agg_jax.heatmap import overlay
 
 WEIGHTINGS = ("softmax", "confidence")
 MAPS = ("activation", "mask")
@@ -246,19 +246,6 @@ def grad_cam_maps(model: nn.Module, variables: Mapping[str, Any], images: jax.Ar
   height, width = images.shape[1:3]
   return jnp.stack([_grad_cam_map(a, grads["backbone"][l], height, width)
                     for a, l in zip(acts, layers)], axis=1)
-
-
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """`heat` (H, W) in [0, 1] in matplotlib's "jet" colours blended over `image` (H, W, 3) uint8:
-  (1 - alpha) * image + alpha * colour, as uint8."""
-  image = np.asarray(image)
-  heat = np.asarray(heat, np.float32)
-  if image.shape[:2] != heat.shape or image.ndim != 3 or image.shape[2] != 3:
-    raise ValueError(f"image {image.shape} and heat map {heat.shape} differ: want (H, W, 3) and "
-                     "(H, W)")
-  colours = matplotlib.colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0
-  blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
-  return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
 
 
 def cam_figure(images: np.ndarray, heatmaps: Mapping[str, np.ndarray], row_titles: Sequence[str],
