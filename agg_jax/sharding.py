@@ -4,9 +4,13 @@ The mesh comes from the config as `[(axis, size), ...]` with at most one size of
 remaining devices), e.g. `[("data", -1)]`; one device is a mesh of one. Batches are split over
 every mesh axis named "data" or "fsdp". Parameters follow regex rules on their paths
 (big_vision style): the first rule that matches decides, "replicate" or "fsdp" (shard the
-largest dimension divisible by the fsdp axis, or by "data" when there is no "fsdp" axis).
+largest dimension divisible by the fsdp axis, or by "data" when there is no "fsdp" axis;
+`(regex, "fsdp", min_size)` keeps leaves of fewer than min_size values whole). The rules match
+the whole train state, so a parameter's Adam moments (`opt_state/.../mu/<its path>`) follow it.
+`config.sharding_rules` is a tuple of rules or the name of one of PRESETS.
 """
 
+import collections
 import re
 from collections.abc import Sequence
 
@@ -18,6 +22,15 @@ from agg_jax.config_validation import ConfigError, require
 
 BATCH_AXES = ("data", "fsdp")
 RULES = ("replicate", "fsdp")
+# Kernels of fewer values stay whole under the "fsdp" preset (16 KiB in float32): splitting a
+# stem or squeeze-excitation kernel would add an all-gather for little memory.
+FSDP_MIN_SIZE = 4096
+PRESETS = {
+    "replicate": ((".*", "replicate"),),
+    # The convolution and dense kernels of the backbone and the head, and their Adam moments;
+    # biases, batch-norm parameters and statistics stay whole.
+    "fsdp": ((r"(backbone|head)/.*kernel$", "fsdp", FSDP_MIN_SIZE), (".*", "replicate")),
+}
 
 
 def mesh_shape(axes: Sequence[tuple[str, int]], device_count: int) -> dict[str, int]:
@@ -41,21 +54,45 @@ def mesh_shape(axes: Sequence[tuple[str, int]], device_count: int) -> dict[str, 
   return dict(zip(names, sizes))
 
 
-def check_rules(rules: Sequence[tuple[str, str]]) -> None:
-  """Each rule is (regex on the parameter path, "replicate" or "fsdp")."""
+def _rule_ok(item) -> bool:
+  if not isinstance(item, (list, tuple)):
+    return False
+  if len(item) == 3:
+    return item[1] == "fsdp" and isinstance(item[2], int) and item[2] >= 0
+  return len(item) == 2 and item[1] in RULES
+
+
+def check_rules(rules: Sequence[tuple]) -> None:
+  """Each rule is (regex on the parameter path, "replicate" or "fsdp"), or
+  (regex, "fsdp", min_size): leaves of fewer than min_size values stay whole."""
+  require(isinstance(rules, (list, tuple)), "sharding_rules", rules,
+          f"must be ((regex, rule), ...) or a preset: {', '.join(PRESETS)}")
   for item in rules:
-    require(isinstance(item, (list, tuple)) and len(item) == 2 and item[1] in RULES,
-            "sharding_rules", item, f"each rule is (regex, one of {RULES})")
+    require(_rule_ok(item), "sharding_rules", item,
+            f"each rule is (regex, one of {RULES}) or (regex, 'fsdp', min_size >= 0)")
     try:
       re.compile(item[0])
     except (re.error, TypeError) as e:
       raise ConfigError(f"config.sharding_rules: {item[0]!r} is not a regex ({e})") from None
 
 
+def resolve_rules(rules: Sequence[tuple] | str) -> tuple:
+  """The rules `config.sharding_rules` gives: its tuple of rules, or the preset it names (a
+  string, or a 1-tuple of one: `--config.sharding_rules=fsdp` parses to ("fsdp",)); checked."""
+  name = rules[0] if (isinstance(rules, (list, tuple)) and len(rules) == 1
+                      and isinstance(rules[0], str)) else rules
+  if isinstance(name, str):
+    require(name in PRESETS, "sharding_rules", rules,
+            f"unknown preset; known: {', '.join(PRESETS)}, or rules ((regex, rule), ...)")
+    return PRESETS[name]
+  check_rules(rules)
+  return tuple(rules)
+
+
 def check_config(config, device_count: int) -> None:
   """Checks `config.mesh` against the devices and `config.sharding_rules`."""
   mesh_shape(config.mesh, device_count)
-  check_rules(config.sharding_rules)
+  resolve_rules(config.sharding_rules)
 
 
 def batch_divisor(axes: Sequence[tuple[str, int]], device_count: int) -> int:
@@ -88,7 +125,9 @@ def _path_name(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def _fsdp_spec(shape: tuple[int, ...], mesh: Mesh) -> P:
+def _fsdp_spec(shape: tuple[int, ...], mesh: Mesh, min_size: int = 0) -> P:
+  if int(np.prod(shape)) < min_size:
+    return P()
   axis = "fsdp" if "fsdp" in mesh.axis_names else "data"
   size = mesh.shape[axis]
   for dim in np.argsort(shape)[::-1]:
@@ -99,23 +138,44 @@ def _fsdp_spec(shape: tuple[int, ...], mesh: Mesh) -> P:
   return P()
 
 
-def param_shardings(tree, mesh: Mesh, rules: Sequence[tuple[str, str]]):
-  """NamedShardings for every leaf of `tree` (arrays or shape structs) by the first matching rule.
+def param_shardings(tree, mesh: Mesh, rules: Sequence[tuple] | str):
+  """NamedShardings for every leaf of `tree` (arrays or shape structs) by the first matching rule
+  of `rules` (a tuple of rules or a preset's name, as `config.sharding_rules`).
 
   Leaves that no rule matches are replicated.
   """
-  check_rules(rules)
-  compiled = [(re.compile(pattern), rule) for pattern, rule in rules]
+  compiled = [(re.compile(pattern), *action) for pattern, *action in resolve_rules(rules)]
 
   def shard(path, leaf):
     name = _path_name(path)
-    for pattern, rule in compiled:
+    for pattern, rule, *min_size in compiled:
       if pattern.search(name):
-        spec = _fsdp_spec(tuple(leaf.shape), mesh) if rule == "fsdp" else P()
+        spec = _fsdp_spec(tuple(leaf.shape), mesh, *min_size) if rule == "fsdp" else P()
         return NamedSharding(mesh, spec)
     return replicated(mesh)
 
   return jax.tree_util.tree_map_with_path(shard, tree)
+
+
+def bytes_per_device(tree, shardings=None) -> dict[int, int]:
+  """Device id -> bytes of `tree` it holds: its arrays' addressable shards or, given the
+  matching tree of `shardings` (`param_shardings`), the shards they give its leaves (shape
+  structs suffice: nothing is allocated)."""
+  totals = collections.Counter()
+  if shardings is None:
+    for leaf in jax.tree.leaves(tree):
+      for shard in leaf.addressable_shards:
+        totals[shard.device.id] += shard.data.nbytes
+    return dict(totals)
+
+  def add(leaf, leaf_sharding):
+    shard_shape = leaf_sharding.shard_shape(tuple(leaf.shape))
+    size = int(np.prod(shard_shape)) * np.dtype(leaf.dtype).itemsize
+    for device in leaf_sharding.device_set:
+      totals[device.id] += size
+
+  jax.tree.map(add, tree, shardings)
+  return dict(totals)
 
 
 def global_batch(local: dict, mesh: Mesh) -> dict:

@@ -61,7 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   # What `--mode=analyze` computes (agg_jax/analysis/settings.py explains each field).
   config.analysis = analysis_settings.defaults()
 
-  # Mesh axes and sizes (-1: the remaining devices); parameter sharding rules, first match wins.
+  # Mesh axes and sizes (-1: the remaining devices); parameter sharding rules, first match wins
+  # ((regex, "replicate" | "fsdp"), ...), or a preset of agg_jax/sharding.py (("fsdp",) in a
+  # config file): "fsdp" splits the large kernels and their Adam moments over the "fsdp" axis.
+  # E.g. on 8 devices: --config.mesh='(("data",2),("fsdp",4))' --config.sharding_rules=fsdp
   config.mesh = (("data", -1),)
   config.sharding_rules = ((".*", "replicate"),)
   return config
