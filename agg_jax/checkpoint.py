@@ -6,11 +6,12 @@ are selected on the validation split, never on a test set). Orbax writes each ch
 temporary directory and renames it when complete, so a half-written checkpoint is never restored.
 """
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from agg_jax import fileio
 
 BEST_METRIC = "val_ap"
 LATEST_DIR = "checkpoints"  # in the run directory
@@ -21,11 +22,11 @@ class RunCheckpoints:
   """The latest and the best checkpoint of one run directory."""
 
   def __init__(self, workdir: str, keep_latest: int = 1):
-    workdir = os.path.abspath(workdir)
+    workdir = fileio.absolute(workdir)
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, LATEST_DIR),
+        workdir / LATEST_DIR,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep_latest, create=True))
-    self.best = ocp.CheckpointManager(os.path.join(workdir, BEST_DIR),
+    self.best = ocp.CheckpointManager(workdir / BEST_DIR,
                                       options=_best_options(create=True))
 
   def latest_step(self) -> int | None:
@@ -73,8 +74,8 @@ def _restore_best(manager: ocp.CheckpointManager, abstract_variables: Any) -> An
 
 def restore_best(workdir: str, abstract_variables: Any) -> Any:
   """The best variables of the run in `workdir`, read without writing or creating anything."""
-  directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
-  if not os.path.isdir(directory):
+  directory = fileio.absolute(workdir) / BEST_DIR
+  if not directory.is_dir():
     raise FileNotFoundError(f"no best checkpoint under {directory}: train first")
   # create=False: nothing is created or written (read_only=True would say so in a warning).
   with ocp.CheckpointManager(directory, options=_best_options(create=False)) as manager:

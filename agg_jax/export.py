@@ -13,12 +13,12 @@ writes export/trimmed_N/, the same folder for the analysis's masked top-N model.
 import json
 import os
 import shutil
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from safetensors.numpy import save_file
+from etils import epath
+from safetensors.numpy import save as safetensors_bytes
 from sklearn.metrics import roc_curve
 
 from agg_jax import data, evaluate, exported, fileio, models, run, sharding
@@ -29,8 +29,8 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 CAM_LAYERS = 2
 
 
-def export_dir(workdir) -> Path:
-  return Path(workdir) / EXPORT
+def export_dir(workdir) -> epath.Path:
+  return fileio.path(workdir) / EXPORT
 
 
 def choose_threshold(labels: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -66,7 +66,7 @@ def ranking_of(workdir, model, variables, validation, batch_size, mesh) -> tuple
   split by energy (importance.py); [] for a model without the aggregation head."""
   if not hasattr(model, "windows"):
     return [], "none: the model has no aggregation head"
-  summary = Path(workdir) / "analysis" / "summary.json"
+  summary = fileio.path(workdir) / "analysis" / "summary.json"
   if summary.is_file():
     saved = json.loads(summary.read_text())
     return list(saved["ranking"]), f"RUN/analysis (by {saved['settings']['rank_by']})"
@@ -88,9 +88,11 @@ def serialize(function, variables, side: int, platforms) -> bytes:
       shapes, images).serialize())
 
 
-def write_folder(folder: Path, model, variables, info: dict, platforms) -> None:
-  """One export folder (layout in exported.py); the old one is replaced only when the new one is
-  complete, so a failed export never leaves half a folder."""
+def write_folder(folder: epath.Path, model, variables, info: dict, platforms) -> None:
+  """One export folder (layout in exported.py). A local folder is replaced only when the new one
+  is complete, so a failed export never leaves half a folder; on object storage, where folders
+  cannot be renamed at once, the old model.json is removed first and the new one written last
+  (exported.load refuses a folder without it)."""
   from agg_jax.analysis import cam  # pylint: disable=import-outside-toplevel
   side = info["input"]["image_size"]
   variables = jax.tree.map(np.asarray, {k: v for k, v in variables.items()
@@ -100,23 +102,29 @@ def write_folder(folder: Path, model, variables, info: dict, platforms) -> None:
     logits, _ = model.apply(v, images, train=False)
     return jax.nn.sigmoid(logits)
 
-  staging = folder.with_name(f".{folder.name}.tmp")
-  shutil.rmtree(staging, ignore_errors=True)
-  staging.mkdir(parents=True)
-  save_file(exported.flatten(variables), str(staging / exported.VARIABLES))
-  os.chmod(staging / exported.VARIABLES, 0o644)
-  (staging / exported.DETECTOR).write_bytes(serialize(probabilities, variables, side, platforms))
+  local = fileio.is_local(folder)
+  if local:
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+  else:
+    staging = folder
+    (folder / exported.MODEL_JSON).unlink(missing_ok=True)
+  fileio.atomic_write_bytes(staging / exported.VARIABLES,
+                            safetensors_bytes(exported.flatten(variables)))
+  fileio.atomic_write_bytes(staging / exported.DETECTOR,
+                            serialize(probabilities, variables, side, platforms))
   if info["cam_layers"]:
     layers = info["cam_layers"]
-    (staging / exported.CAM).write_bytes(serialize(
+    fileio.atomic_write_bytes(staging / exported.CAM, serialize(
         lambda v, images: cam.grad_cam_maps(model, v, images, layers), variables, side,
         platforms))
   fileio.atomic_write_text(staging / exported.MODEL_JSON, json.dumps(info, indent=2) + "\n")
-  shutil.rmtree(folder, ignore_errors=True)
-  os.replace(staging, folder)
+  if local:
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
 
 
-def export_run(config, workdir, platforms=("cpu",), trimmed: int | None = None) -> Path:
+def export_run(config, workdir, platforms=("cpu",), trimmed: int | None = None) -> epath.Path:
   """Writes RUN/export (and RUN/export/trimmed_N with `trimmed`); returns the folder."""
   unknown = [p for p in platforms if p not in PLATFORMS]
   if unknown or not platforms:
@@ -157,7 +165,7 @@ def export_run(config, workdir, platforms=("cpu",), trimmed: int | None = None) 
 
 def trimmed_from_analysis(workdir, size: int) -> dict:
   """The masked top-`size` regressor of RUN/analysis/trimming.json, with the block names."""
-  saved_path = Path(workdir) / "analysis" / "trimming.json"
+  saved_path = fileio.path(workdir) / "analysis" / "trimming.json"
   if not saved_path.is_file():
     raise run.RunError(f"--trimmed={size}: {saved_path} is missing; run --mode=analyze first")
   saved = json.loads(saved_path.read_text())

@@ -11,13 +11,16 @@ A run directory (`--workdir`) holds:
                          and tables are computed from (`save_scores`, `load_scores`)
   results/metrics.json, ap.csv, summary.md   views of the scores (evaluate.py, tables/)
   analysis/              importance, CAMs, trimming and report.html (agg_jax/analysis)
+  export/                the exported detector (export.py)
+
+The directory may be a local folder or a location on object storage (`gs://bucket/run`): every
+read and write goes through `fileio.path`.
 """
 
 import json
-from pathlib import Path
-
 import ml_collections
 import numpy as np
+from etils import epath
 
 from agg_jax import fileio
 from agg_jax.cli import UsageError
@@ -43,7 +46,7 @@ class RunError(UsageError):
 
 def check_workdir(workdir) -> None:
   """A work directory must be a folder, or not exist yet."""
-  path = Path(workdir)
+  path = fileio.path(workdir)
   if path.exists() and not path.is_dir():
     raise RunError(f"--workdir={workdir}: is a file, not a run directory")
 
@@ -51,8 +54,8 @@ def check_workdir(workdir) -> None:
 # ----------------------------------------------------------------------------- config
 
 
-def config_path(workdir) -> Path:
-  return Path(workdir) / CONFIG
+def config_path(workdir) -> epath.Path:
+  return fileio.path(workdir) / CONFIG
 
 
 def save_config(workdir, config: ml_collections.ConfigDict) -> None:
@@ -170,11 +173,11 @@ def restore_best(workdir, config: ml_collections.ConfigDict, mesh):
 # ----------------------------------------------------------------------------- scores
 
 
-def results_dir(workdir) -> Path:
-  return Path(workdir) / RESULTS
+def results_dir(workdir) -> epath.Path:
+  return fileio.path(workdir) / RESULTS
 
 
-def scores_path(workdir, test_set: str) -> Path:
+def scores_path(workdir, test_set: str) -> epath.Path:
   return results_dir(workdir) / SCORES / f"{test_set}.npz"
 
 
@@ -201,10 +204,10 @@ def save_scores(path, *, scores, labels, ids, video_ids=None, frame_indices=None
 
 def load_scores(path) -> dict[str, np.ndarray]:
   """The arrays of one score file (scores, labels, ids, optional video_ids, frame_indices)."""
-  path = Path(path)
+  path = fileio.path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such score file")
-  with np.load(path, allow_pickle=False) as saved:
+  with path.open("rb") as f, np.load(f, allow_pickle=False) as saved:
     arrays = {key: saved[key] for key in saved.files}
   missing = [key for key in ("scores", "labels") if key not in arrays]
   if missing:

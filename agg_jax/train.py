@@ -8,7 +8,6 @@ best validation AP are kept for evaluation (checkpoint.py).
 """
 
 import dataclasses
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -20,7 +19,7 @@ from absl import logging
 from flax.training import train_state
 from tqdm import tqdm
 
-from agg_jax import checkpoint, data, evaluate, models, sharding, train_log, weights
+from agg_jax import checkpoint, data, evaluate, fileio, models, sharding, train_log, weights
 from agg_jax.config_validation import require, require_fields
 from agg_jax.metrics import compute_metrics
 
@@ -159,7 +158,7 @@ def validate(predict, variables, split, config, mesh) -> float:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains, keeps the best checkpoint by validation AP, then scores every test set."""
-  os.makedirs(workdir, exist_ok=True)
+  fileio.path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = sharding.make_mesh(config.mesh)
   dataset = data.load(config.data)
   image_shape = data.image_shape(config.data)

@@ -12,7 +12,6 @@ hold each step once.
 """
 
 import json
-import os
 import time
 
 from tensorboardX import SummaryWriter
@@ -35,7 +34,7 @@ class TrainLog:
   """Appends metrics to the run's JSON lines and TensorBoard events (process 0 only)."""
 
   def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True):
-    self.path = os.path.join(workdir, JSONL)
+    self.path = fileio.path(workdir) / JSONL
     self.enabled = enabled
     self._writer = None
     if enabled:
@@ -43,12 +42,12 @@ class TrainLog:
         self._forget_after(start_step)
       # Event files are read in name order, whose prefix is the second the file was opened; the
       # suffix keeps a restart within the same second from reusing the name, and in order.
-      self._writer = SummaryWriter(os.path.join(workdir, TENSORBOARD),
+      self._writer = SummaryWriter(str(fileio.path(workdir) / TENSORBOARD),
                                    purge_step=start_step + 1 if start_step else None,
                                    filename_suffix=f".from-step-{start_step:012d}")
 
   def _forget_after(self, step: int) -> None:
-    if not os.path.exists(self.path):
+    if not self.path.exists():
       return
     lines, dropped, terminated = fileio.read_json_lines(self.path, ("step",))
     kept = [line for line in lines if line["step"] <= step]

@@ -9,11 +9,10 @@ them: a Markdown table on stdout and, with --out, the pooled CSVs and figures.
 Budgets N that some run lacks (another backbone's "all") are left out and named.
 """
 
-from pathlib import Path
 
 from absl import flags
 
-from agg_jax import cli
+from agg_jax import cli, fileio
 from agg_jax.analysis import trimming
 
 PROG = "agg_jax.analysis"
@@ -25,7 +24,7 @@ def pooled_rows(runs: list[str]) -> tuple[list[dict], list[int]]:
   """Every run's trimming rows, restricted to the budgets all runs have; and the ones left out."""
   per_run = []
   for workdir in runs:
-    path = Path(workdir) / "analysis" / "trimming.csv"
+    path = fileio.path(workdir) / "analysis" / "trimming.csv"
     if not path.is_file():
       raise cli.UsageError(f"{path}: no trimming table; run `python -m agg_jax.main "
                            f"--workdir={workdir} --mode=analyze` first")
@@ -52,7 +51,7 @@ def main(argv: list[str]) -> int:
   if dropped:
     print(f"\nbudgets N={dropped} are left out: not every run has them")
   if FLAGS.out:
-    out = Path(FLAGS.out)
+    out = fileio.path(FLAGS.out)
     trimming.write_csv(out / "trimming.csv", rows)
     trimming.write_csv(out / "trimming_summary.csv", summary)
     for variant in trimming.VARIANTS:

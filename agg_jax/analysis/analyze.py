@@ -19,11 +19,11 @@ its data source (validation, a sample of training images, the test sets).
 import dataclasses
 import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from agg_jax import data, fileio, models, run, sharding
@@ -34,8 +34,8 @@ ANALYSIS = "analysis"
 PAPER = {"analysis_params": 16e6, "best_one": 0.32e6, "best_three": 1e6}  # section V
 
 
-def analysis_dir(workdir) -> Path:
-  return Path(workdir) / ANALYSIS
+def analysis_dir(workdir) -> epath.Path:
+  return fileio.path(workdir) / ANALYSIS
 
 
 def training_sample(split, count: int, seed: int) -> np.ndarray:
@@ -206,7 +206,7 @@ def _moves(bar):
   return update
 
 
-def write_trimming(out: Path, trims: dict, ranking, blocks, rank_by: str) -> None:
+def write_trimming(out: epath.Path, trims: dict, ranking, blocks, rank_by: str) -> None:
   """The trimming tables, regressors and Figures 7 and 8."""
   trimming.write_csv(out / "trimming.csv", trims["rows"])
   trimming.write_csv(out / "trimming_summary.csv", trims["summary"])

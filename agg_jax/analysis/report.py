@@ -20,6 +20,8 @@ import re
 import urllib.parse
 from pathlib import Path
 
+from etils import epath
+
 from agg_jax import fileio
 
 REPORT_FILE = "report.html"
@@ -189,13 +191,13 @@ def render(title: str, sections: list[Section], subtitle: str = "") -> str:
 
 
 def write_report(folder: str | os.PathLike, title: str, sections: list[Section],
-                 subtitle: str = "") -> Path:
+                 subtitle: str = "") -> epath.Path:
   """Writes `folder/report.html` atomically and returns its path.
 
   Every figure must be a file inside `folder`, named relative to it: otherwise ValueError (an
   absolute or `..` path) or FileNotFoundError naming the missing file, and nothing is written.
   """
-  folder = Path(folder)
+  folder = fileio.path(folder)
   for section in sections:
     for figure in section.figures:
       relative = Path(figure.file)

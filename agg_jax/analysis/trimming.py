@@ -167,8 +167,7 @@ def write_csv(path, rows: Sequence[dict]) -> None:
 
 def read_csv(path) -> list[dict]:
   """The rows of a trimming table written by `write_csv`, with numbers as numbers."""
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.DictReader(f))
+  rows = list(csv.DictReader(io.StringIO(fileio.path(path).read_text(), newline="")))
   for row in rows:
     row["size"], row["analysis_params"] = int(row["size"]), int(row["analysis_params"])
     row["ap_entire"], row["ap_trimmed"] = float(row["ap_entire"]), float(row["ap_trimmed"])

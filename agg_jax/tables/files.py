@@ -2,7 +2,6 @@
 
 import csv
 import io
-from pathlib import Path
 
 from agg_jax import fileio, run
 from agg_jax.tables.records import (
@@ -67,7 +66,7 @@ def write_tables(records, out_dir, *, exclude_in_domain=False, reference=None):
 
   Returns the Markdown text.
   """
-  out_dir = Path(out_dir)
+  out_dir = fileio.path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   table = comparison_table(records, exclude_in_domain=exclude_in_domain, reference=reference)
   several_trains = len({r.train for r in records}) > 1

@@ -12,11 +12,11 @@ Every reader names the file (and line) of what it cannot read, in a ValueError o
 
 import csv
 import dataclasses
+import io
 import json
-from pathlib import Path
 import zipfile
 
-from agg_jax import metrics, run
+from agg_jax import fileio, metrics, run
 
 LONG_COLUMNS = ("model", "train", "test", "ap")
 REFERENCE_COLUMNS = ("model", "mean", "std", "cov_inv")
@@ -107,7 +107,7 @@ def load_runs(paths, *, level="auto", from_scores=False, threshold=0.5, video_ag
 
 def find_results_dir(path):
   """The folder holding metrics.json or scores/: given a run, its results/ or metrics.json."""
-  path = Path(path)
+  path = fileio.path(path)
   if path.is_file() and path.name == run.METRICS:
     return path.parent
   for candidate in (path / run.RESULTS, path):
@@ -121,7 +121,7 @@ def find_results_dir(path):
 
 def run_identity(results_dir):
   """(model, train) of a run: from metrics.json, else from the run's config.json."""
-  results_dir = Path(results_dir)
+  results_dir = fileio.path(results_dir)
   if (results_dir / run.METRICS).is_file():
     saved = read_metrics_json(results_dir)
     return saved["model"], saved["train"]
@@ -137,7 +137,7 @@ def run_identity(results_dir):
 
 
 def read_metrics_json(results_dir):
-  path = Path(results_dir) / run.METRICS
+  path = fileio.path(results_dir) / run.METRICS
   saved = _read_json(path)
   for key in ("model", "train", "test_sets"):
     _lookup(saved, (key,), path)
@@ -146,9 +146,9 @@ def read_metrics_json(results_dir):
 
 def metrics_from_scores(results_dir, *, threshold=0.5, video_aggregation="mean"):
   """{test: compute_metrics output} recomputed from results_dir/scores/<test>.npz."""
-  score_files = sorted((Path(results_dir) / run.SCORES).glob("*.npz"))
+  score_files = sorted((fileio.path(results_dir) / run.SCORES).glob("*.npz"))
   if not score_files:
-    raise FileNotFoundError(f"{Path(results_dir) / run.SCORES}: no .npz score files")
+    raise FileNotFoundError(f"{fileio.path(results_dir) / run.SCORES}: no .npz score files")
   test_sets = {}
   for path in score_files:
     saved = _load_scores(path)
@@ -201,11 +201,11 @@ def run_levels(test_sets, source=""):
 
 def _read_csv(path, columns):
   """[("file:line", row dict)] of a CSV that must have `columns` (others are ignored)."""
-  path = Path(path)
+  path = fileio.path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such CSV file")
   try:
-    with path.open(newline="") as f:
+    with io.StringIO(path.read_text(), newline="") as f:
       reader = csv.DictReader(f)
       missing = [c for c in columns if c not in (reader.fieldnames or ())]
       if missing:
@@ -228,7 +228,7 @@ def _load_scores(path):
 
 
 def _read_json(path):
-  path = Path(path)
+  path = fileio.path(path)
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such file")
   try:
