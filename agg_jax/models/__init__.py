@@ -57,7 +57,8 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
     head: "aggregation", "logits" or None.
     blocks, pool_window, hidden, num_primitives: the aggregation head (see head.py);
       `pool_window` is one int or one per stage.
-    **backbone_overrides: fields of the backbone module (e.g. dtype, drop_path_rate).
+    **backbone_overrides: fields of the backbone module (e.g. drop_path_rate; dtype, the
+      computation dtype of backbone and head: see classifier.py on mixed precision).
   """
   require(head in HEADS, "model.head", head, f"use one of {HEADS}")
   if head == "aggregation":
@@ -65,9 +66,8 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
   backbone = create_backbone(name, **backbone_overrides)
   if head is None:
     return backbone
-  dtype = backbone_overrides.get("dtype", backbone.dtype)
   if head == "logits":
-    return LogitsClassifier(backbone, dtype=dtype)
+    return LogitsClassifier(backbone)
   names = backbone.block_names()
   windows = resolve_windows(names, backbone.block_stages(), blocks, pool_window)
   # The backbone runs only as deep as the deepest block the head reads (a trimmed model is
@@ -75,7 +75,8 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
   deepest = max(names.index(name) for name in windows) + 1
   if deepest < len(names):
     backbone = backbone.clone(num_blocks=deepest)
-  return AggregatedClassifier(backbone, windows, tuple(hidden), num_primitives, dtype=dtype)
+  return AggregatedClassifier(backbone, windows, tuple(hidden), num_primitives,
+                              dtype=backbone.dtype)
 
 
 MODEL_FIELDS = ("name", "head", "blocks", "pool_window", "hidden", "num_primitives", "dtype",

@@ -2,6 +2,11 @@
 
 Both return `(logits, aux)`: the fake-score logits of shape (B,) (sigmoid gives the probability
 of "fake", label 1) and a dict of auxiliary outputs (`primitives` for the aggregation head).
+
+Mixed precision: `dtype` (config.model.dtype) is the computation dtype of the backbone and the
+head. Parameters and batch-norm statistics stay float32 (Flax computes the statistics in float32
+and casts only the normalised output), and the logits and primitives are float32, so the loss,
+its gradients and the metrics are float32 whatever `dtype` is.
 """
 
 from collections.abc import Mapping, Sequence
@@ -73,15 +78,16 @@ class AggregatedClassifier(nn.Module):
 
 
 class LogitsClassifier(nn.Module):
-  """The paper's baseline (section IV-B): a binary head on the backbone's 1000 ImageNet logits."""
+  """The paper's baseline (section IV-B): a binary head on the backbone's 1000 ImageNet logits.
+
+  The backbone's logits are float32 and so is the head: the dense layer 1000 -> 1 is negligible.
+  """
   backbone: nn.Module
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
     class_logits, _ = self.backbone(images, train=train)
-    logits = nn.Dense(1, dtype=self.dtype, name="head")(class_logits)[:, 0]
-    return logits.astype(jnp.float32), {}
+    return nn.Dense(1, dtype=jnp.float32, name="head")(class_logits)[:, 0], {}
 
 
 def count_params(tree) -> int:

@@ -41,7 +41,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize_pixels(images: jax.Array, mode: str) -> jax.Array:
-  """Maps [0, 255] pixels to the range a backbone was trained on."""
+  """Maps [0, 255] pixels to the range a backbone was trained on, in float32 (the backbones
+  cast the result to their computation dtype)."""
   x = images.astype(jnp.float32)
   if mode == "v2":  # Keras EfficientNetV2-S/M/L: x / 128 - 1.
     return x / 128.0 - 1.0
@@ -191,6 +192,7 @@ class EfficientNet(nn.Module):
   drop_path_rate: float = 0.2
   dropout_rate: float = 0.2
   depthwise: layers.DepthwiseImpl = "shifted"
+  # The computation dtype; parameters, batch-norm statistics and the logits stay float32.
   dtype: Any = jnp.float32
   # Without a top: run only the first `num_blocks` blocks (a trimmed model needs no deeper ones).
   num_blocks: int | None = None

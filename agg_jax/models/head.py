@@ -5,6 +5,12 @@ p_i = MLP(AvgPool2D(o_i)) in R^10 (eq. 2): average pooling with a square window 
 no padding, the window never larger than the map), flatten, dense -> ReLU -> dense -> ReLU ->
 dense to 10. The primitives of all blocks are concatenated and one dense layer gives the score
 s_final = w^T [p_1, ..., p_L] + b (eq. 3), trained with sigmoid binary cross-entropy (eq. 4).
+
+Mixed precision (`dtype=bfloat16`): the pooling sums in float32 (Flax's `avg_pool` would sum
+in bfloat16), the hidden layers of each MLP run in `dtype`, and the primitives and the score are
+computed in float32: the last dense of each projection (hidden -> 10) and the aggregate dense
+(L * 10 -> 1) are a negligible share of the head's work, and the importance analysis
+(section IV-D) reads w_i * p_i, which then sum exactly to the score.
 """
 
 from collections.abc import Mapping, Sequence
@@ -29,12 +35,13 @@ class PrimitiveProjection(nn.Module):
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
+    """Returns the float32 primitives (B, num_primitives)."""
     window = pool_window(self.window, features.shape[1], features.shape[2])
-    x = nn.avg_pool(features.astype(self.dtype), window, strides=window, padding="VALID")
-    x = x.reshape(x.shape[0], -1)
+    x = nn.avg_pool(features.astype(jnp.float32), window, strides=window, padding="VALID")
+    x = x.reshape(x.shape[0], -1).astype(self.dtype)
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"dense{i}")(x))
-    return nn.Dense(self.num_primitives, dtype=self.dtype, name=f"dense{len(self.hidden)}")(x)
+    return nn.Dense(self.num_primitives, dtype=jnp.float32, name=f"dense{len(self.hidden)}")(x)
 
 
 class AggregationHead(nn.Module):
@@ -43,6 +50,8 @@ class AggregationHead(nn.Module):
   Attributes:
     windows: block name -> pooling window, in forward order; exactly these blocks are
       aggregated (the classifier resolves which blocks and windows from the config).
+    dtype: the computation dtype of the projections' hidden layers; the primitives and the score
+      are float32 whatever it is (module docstring).
   """
   windows: Mapping[str, int]
   hidden: Sequence[int] = (256, 256)
@@ -61,8 +70,8 @@ class AggregationHead(nn.Module):
                             name=f"projection_{name}")(endpoints[name])
         for name, window in self.windows.items()], axis=1)
     flat = primitives.reshape(primitives.shape[0], -1)
-    logits = nn.Dense(1, dtype=self.dtype, name="aggregate")(flat)[:, 0]
-    return logits.astype(jnp.float32), primitives.astype(jnp.float32)
+    logits = nn.Dense(1, dtype=jnp.float32, name="aggregate")(flat)[:, 0]
+    return logits, primitives
 
 
 def importance(primitives: jax.Array, aggregate_kernel: jax.Array) -> jax.Array:

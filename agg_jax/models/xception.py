@@ -83,7 +83,7 @@ class Xception(nn.Module):
   padding: Padding = "same"
   bn_epsilon: float = 1e-3
   depthwise: layers.DepthwiseImpl = "shifted"
-  dtype: Any = jnp.float32
+  dtype: Any = jnp.float32  # as EfficientNet's
   num_blocks: int | None = None  # as EfficientNet's
   perturb_endpoints: bool = False  # as EfficientNet's
 
