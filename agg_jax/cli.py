@@ -11,6 +11,8 @@
   1  `EXIT_FAILED`        the command ran but not everything was done (a failed run, an
                           input that could not be processed); what finished is kept
   2  `EXIT_USAGE`         a usage mistake: nothing was done
+  75 `EXIT_PREEMPTED`     stopped by a preemption notice (SIGTERM) after saving a checkpoint;
+                          the same command resumes (75 is EX_TEMPFAIL: try again)
   130 `EXIT_INTERRUPTED`  interrupted (Ctrl-C); what finished is kept
   ======================  ==============================================================
 
@@ -33,6 +35,7 @@ from agg_jax.config_validation import ConfigError
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_PREEMPTED = 75
 EXIT_INTERRUPTED = 130
 
 

@@ -6,7 +6,8 @@
   python -m agg_jax.main --workdir=runs/demo --mode=export                # RUN/export: a detector
 
 Modes: "train" trains, selects the checkpoint on the validation split and scores every test
-set; rerunning the same command resumes an interrupted run. "evaluate" scores every test set
+set; rerunning the same command resumes an interrupted run (SIGTERM or Ctrl-C first saves a
+checkpoint at the next step boundary and exits with status 75). "evaluate" scores every test set
 with the best checkpoint of an existing run. "analyze" writes the paper's analyses of a trained
 run to RUN/analysis/ (agg_jax/analysis: layer importance, Score-CAM, trimming, report.html).
 "export" writes RUN/export/, the detector that `python -m agg_jax.predict` runs (export.py). A
@@ -25,7 +26,7 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
-from agg_jax import cli, data, models, run, sharding
+from agg_jax import cli, data, models, preemption, run, sharding
 
 PROG = "agg_jax.main"
 MODES = ("train", "evaluate", "analyze", "export")
@@ -106,7 +107,11 @@ def main(argv: list[str]) -> int:
     if FLAGS.mode == "train":
       if jax.process_index() == 0 and not run.config_path(FLAGS.workdir).exists():
         run.save_config(FLAGS.workdir, config)
-      train.train_and_evaluate(config, FLAGS.workdir)
+      try:
+        train.train_and_evaluate(config, FLAGS.workdir)
+      except preemption.Preempted as e:
+        print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        return cli.EXIT_PREEMPTED
     elif FLAGS.mode == "evaluate":
       evaluate.evaluate_run(config, FLAGS.workdir)
     elif FLAGS.mode == "analyze":

@@ -19,7 +19,8 @@ from absl import logging
 from flax.training import train_state
 from tqdm import tqdm
 
-from agg_jax import checkpoint, data, evaluate, fileio, models, sharding, train_log, weights
+from agg_jax import (checkpoint, data, evaluate, fileio, models, preemption, sharding, train_log,
+                     weights)
 from agg_jax.config_validation import require, require_fields
 from agg_jax.metrics import compute_metrics
 
@@ -186,26 +187,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   disable=jax.process_index() != 0, desc="train")
   stream = data.train_stream(batches, start, t.num_steps, jax.process_index(),
                              jax.process_count(), data.workers(config.data))
-  for step, local in zip(progress, stream):
-    state, metrics = train_step(state, sharding.global_batch(local, mesh))
-    done = step + 1
-    if done % t.log_every == 0 or done == t.num_steps:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
-      log.write(done, **metrics)
-    if done % t.eval_every == 0 or done == t.num_steps:
-      val_ap = validate(predict, variables_of(state), dataset.validation, config, mesh)
-      log.write(done, val_ap=val_ap)
-      progress.write(f"step {done}: validation AP {val_ap:.4f}")
-      if best_ap is None or val_ap > best_ap:
-        best_ap = val_ap
-        ckpts.save_best(done, variables_of(state), val_ap)
-    if done % t.checkpoint_every == 0 or done == t.num_steps:
-      ckpts.save_latest(done, state)
-  progress.close()
-  getattr(stream, "close", lambda: None)()  # grain's worker processes
-  log.close()
-  ckpts.wait()
+  try:
+    with preemption.Preemption() as notice:
+      for step, local in zip(progress, stream):
+        state, metrics = train_step(state, sharding.global_batch(local, mesh))
+        done = step + 1
+        if done % t.log_every == 0 or done == t.num_steps:
+          metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          progress.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}")
+          log.write(done, **metrics)
+        if done % t.eval_every == 0 or done == t.num_steps:
+          val_ap = validate(predict, variables_of(state), dataset.validation, config, mesh)
+          log.write(done, val_ap=val_ap)
+          progress.write(f"step {done}: validation AP {val_ap:.4f}")
+          if best_ap is None or val_ap > best_ap:
+            best_ap = val_ap
+            ckpts.save_best(done, variables_of(state), val_ap)
+        stop = notice.reached(done)
+        if done % t.checkpoint_every == 0 or done == t.num_steps or stop:
+          ckpts.save_latest(done, state)
+        if stop:
+          ckpts.wait()
+          raise preemption.Preempted(done, workdir, notice.cause)
+  finally:  # also on a preemption or an error: what was saved is complete, the workers end
+    progress.close()
+    getattr(stream, "close", lambda: None)()  # grain's worker processes
+    log.close()
+    ckpts.wait()
 
   variables = ckpts.restore_best(checkpoint.abstract(variables_of(state)))
   ckpts.close()

@@ -25,7 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.pool_window = 7  # one int, or one per stage
   config.model.hidden = (256, 256)
   config.model.num_primitives = 10
-  config.model.dtype = "float32"  # "bfloat16" on TPU/GPU
+  # Computation dtype: "bfloat16" is mixed precision (parameters, batch statistics, logits and
+  # loss stay float32; README: mixed precision), for TPUs, GPUs and CPUs with bfloat16 units.
+  config.model.dtype = "float32"
   config.model.drop_path_rate = 0.2
   # Pretrained backbone: a directory written by `python -m agg_jax.weights convert` ("": random).
   config.model.init_from = ""

@@ -18,13 +18,20 @@ def _main(*args, workdir, cache):
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, xla_cache):
-  """A 6-step demo run of the tiny model (helpers.TINY_RUN), trained once per session: a test
-  copies it (`copy_run`) before changing anything in it."""
+def tiny_run_output(tmp_path_factory, xla_cache):
+  """A 6-step demo run of the tiny model (helpers.TINY_RUN), trained once per session, never
+  interrupted: (run directory, the command's output). A test copies the directory before
+  changing anything in it."""
   workdir = tmp_path_factory.mktemp("tiny_run")
   out = _main(*TINY_RUN, workdir=workdir, cache=xla_cache)
   assert out.returncode == 0, out.stderr[-3000:]
-  return workdir
+  return workdir, out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_run_output):
+  """The run directory of `tiny_run_output`."""
+  return tiny_run_output[0]
 
 
 @pytest.fixture(scope="session")

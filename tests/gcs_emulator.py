@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -70,6 +71,12 @@ class Emulator:
     return {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
             "TENSORSTORE_GCS_HTTP_VERSION": "1.1", "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+  def read(self, name: str) -> bytes:
+    """The content of the object `name` in the bucket."""
+    url = f"{self.url}/storage/v1/b/{self.bucket}/o/{urllib.parse.quote(name, safe='')}?alt=media"
+    with urllib.request.urlopen(url, timeout=30) as response:
+      return response.read()
 
   def objects(self) -> dict[str, int]:
     """{object name: size in bytes} of everything in the bucket."""

@@ -8,6 +8,7 @@ dependency shows up red instead of silently shrinking the suite.
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,8 @@ TINY_RUN = ["--config=configs/demo.py", "--config.model.name=efficientnetv2_tiny
             "--config.data.train_per_class=16", "--config.data.val_per_class=8",
             "--config.data.test_per_class=8", "--config.train.batch_size=8",
             "--config.train.eval_batch_size=16", "--config.train.warmup_steps=0",
-            "--config.train.eval_every=3", "--config.train.checkpoint_every=3",
-            "--config.train.num_steps=6"]
+            "--config.train.log_every=2", "--config.train.eval_every=2",
+            "--config.train.checkpoint_every=2", "--config.train.num_steps=6"]
 
 
 def faces_mini(folder: str, n: int | None = None, start: int = 0) -> list[str]:
@@ -54,3 +55,35 @@ def one_line_error(out: subprocess.CompletedProcess, prog: str) -> str:
   lines = [line for line in out.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
   assert len(lines) == 1, out.stderr[-3000:]
   return lines[0]
+
+
+def hooked_main(hook: str) -> str:
+  """`python -c` source of agg_jax.main with `hook` (Python source) run first."""
+  return textwrap.dedent(hook) + textwrap.dedent("""
+      from agg_jax import cli, main
+      main.config_imports_from_anywhere(sys.argv)
+      cli.run(main.main, main.PROG)
+  """)
+
+
+# A real SIGTERM, delivered to the process once its third train step has returned.
+SIGTERM_AFTER_STEP_3 = hooked_main("""
+    import os, signal, sys
+    from agg_jax import train
+
+    make_train_step = train.make_train_step
+
+    def make_signalling_step(*args):
+      step_fn, calls = make_train_step(*args), []
+
+      def step(state, batch):
+        out = step_fn(state, batch)
+        calls.append(1)
+        if len(calls) == 3:
+          os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+      return step
+
+    train.make_train_step = make_signalling_step
+""")

@@ -13,16 +13,11 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.helpers import REPO, one_line_error, run_module
+from tests.helpers import (REPO, SIGTERM_AFTER_STEP_3, TINY_RUN, hooked_main, one_line_error,
+                           run_module)
 
 PROG = "agg_jax.main"
-TINY = ["--config.model.name=efficientnetv2_tiny", "--config.model.hidden=(16,)",
-        "--config.data.image_size=32", "--config.data.train_per_class=16",
-        "--config.data.val_per_class=8", "--config.data.test_per_class=8",
-        "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
-        "--config.train.warmup_steps=0", "--config.train.log_every=2",
-        "--config.train.eval_every=2", "--config.train.checkpoint_every=2",
-        "--config.train.num_steps=6"]
+TINY = TINY_RUN[1:]  # the tiny run's flags without its --config
 TEST_SETS = ("upsample", "gmm", "splice")
 
 
@@ -109,13 +104,10 @@ def tensorboard_scalars(workdir) -> dict:
           for tag in accumulator.Tags()["scalars"]}
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, xla_cache):
-  """A 6-step run, never interrupted (tests copy it before changing anything)."""
-  workdir = tmp_path_factory.mktemp("run")
-  out = run_main(*TINY, workdir=workdir, cache=xla_cache)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir, out
+@pytest.fixture
+def trained_run(tiny_run_output):
+  """The session's 6-step tiny run, never interrupted (tests copy it before changing anything)."""
+  return tiny_run_output
 
 
 def test_a_run_writes_scores_metrics_and_tables(trained_run):
@@ -141,37 +133,28 @@ def test_a_run_writes_scores_metrics_and_tables(trained_run):
   assert events["validation/ap"] == [(r["step"], r["val_ap"]) for r in logged if "val_ap" in r]
 
 
-KILLED_AFTER_STEP_4 = textwrap.dedent("""
-    import os, sys
-    from agg_jax import checkpoint, cli, main
+# SIGKILL while the step-4 checkpoint is being written: orbax writes it in the background after
+# save() returns, into a temporary folder renamed only when complete.
+KILLED_WHILE_SAVING_STEP_4 = hooked_main("""
+    import os, signal, sys
+    from agg_jax import checkpoint
 
     save_latest = checkpoint.RunCheckpoints.save_latest
 
-    def save_then_die(self, step, state):
+    def save_and_die(self, step, state):
       save_latest(self, step, state)
       if step == 4:
-        self.wait()
-        os._exit(137)  # killed right after the step-4 checkpoint is complete
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    checkpoint.RunCheckpoints.save_latest = save_then_die
-    main.config_imports_from_anywhere(sys.argv)
-    cli.run(main.main, main.PROG)
+    checkpoint.RunCheckpoints.save_latest = save_and_die
 """)
 
-
-def test_a_killed_run_resumes_to_the_uninterrupted_result(trained_run, tmp_path, xla_cache):
-  workdir, _ = trained_run
-  resumed = tmp_path / "resumed"
-  command = ["--config=configs/demo.py", f"--workdir={resumed}",
-             f"--compilation_cache={xla_cache}", *TINY]
-  killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_STEP_4, *command], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
-  assert killed.returncode == 137, killed.stderr[-3000:]
-  assert not (resumed / "results").exists()
-
+def resume_and_compare(command, workdir, resumed, expected_step):
+  """Reruns `command` and checks it resumes from `expected_step` (one of them) and ends with the
+  uninterrupted run's scores (bit for bit) and its logged steps."""
   out = run_module("agg_jax.main", *command)  # the same command again
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "resumed from step 4" in out.stdout
+  assert any(f"resumed from step {step}" in out.stdout for step in expected_step), out.stdout
   for name, values in scores(workdir).items():
     np.testing.assert_array_equal(scores(resumed)[name], values, err_msg=name)
   logged = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
@@ -180,6 +163,37 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(trained_run, tmp_path,
   assert [r["step"] for r in logged if "loss" in r] == [2, 4, 6]
   assert [r.get("loss") for r in logged] == [r.get("loss") for r in uninterrupted]
   assert [step for step, _ in tensorboard_scalars(resumed)["train/loss"]] == [2, 4, 6]
+
+
+def test_a_run_killed_while_checkpointing_resumes_to_the_uninterrupted_result(
+    trained_run, tmp_path, xla_cache):
+  workdir, _ = trained_run
+  resumed = tmp_path / "resumed"
+  command = ["--config=configs/demo.py", f"--workdir={resumed}",
+             f"--compilation_cache={xla_cache}", *TINY]
+  killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING_STEP_4, *command], cwd=REPO,
+                          capture_output=True, text=True, timeout=900)
+  assert killed.returncode == -9, killed.stderr[-3000:]
+  assert not (resumed / "results").exists()
+  # Step 4 is restored only if its write had finished before the kill; never a partial one.
+  resume_and_compare(command, workdir, resumed, expected_step=(2, 4))
+
+
+def test_sigterm_saves_at_the_step_boundary_and_the_same_command_resumes(trained_run, tmp_path,
+                                                                         xla_cache):
+  workdir, _ = trained_run
+  resumed = tmp_path / "resumed"
+  command = ["--config=configs/demo.py", f"--workdir={resumed}",
+             f"--compilation_cache={xla_cache}", *TINY]
+  stopped = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_STEP_3, *command], cwd=REPO,
+                           capture_output=True, text=True, timeout=900)
+  assert stopped.returncode == 75, stopped.stderr[-3000:]
+  assert "Traceback" not in stopped.stderr
+  assert (f"{PROG}: preempted (SIGTERM): stopped at step 3, checkpoint saved in {resumed}; the "
+          "same command resumes from it") in stopped.stderr
+  assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["3"]
+  assert not (resumed / "results").exists()
+  resume_and_compare(command, workdir, resumed, expected_step=(3,))
 
 
 def test_evaluate_needs_the_run_directory_alone_and_reads_no_training_data(trained_run,
@@ -224,19 +238,39 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_reproduce_the_single_process_run(trained_run, tmp_path, xla_cache):
-  """Multi-host: 2 processes x 2 CPU devices, gloo collectives, each reading its own shard."""
+def test_two_processes_stop_together_on_sigterm_and_reproduce_the_single_process_run(
+    trained_run, tmp_path, xla_cache):
+  """Multi-host: 2 processes x 2 CPU devices, gloo collectives, each reading its own shard. A
+  SIGTERM to one process stops both at the same step (JAX's preemption sync point), each having
+  saved; the same commands resume and end with the single-process run's scores."""
   workdir, _ = trained_run
-  port = _free_port()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  cmd = [sys.executable, "-m", "agg_jax.main", "--config=configs/demo.py",
-         f"--workdir={tmp_path / 'multi'}", f"--compilation_cache={xla_cache}", *TINY,
-         "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
-  outputs = [p.communicate(timeout=900) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
-  assert "CoV^-1" in outputs[0][0] and "CoV^-1" not in outputs[1][0]  # process 0 reports
+
+  def launch(hook_process_1: bool) -> list[tuple[int, str, str]]:
+    port = _free_port()
+    args = ["--config=configs/demo.py", f"--workdir={tmp_path / 'multi'}",
+            f"--compilation_cache={xla_cache}", *TINY, "--distributed",
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    procs = [subprocess.Popen(
+        [sys.executable, *(["-c", SIGTERM_AFTER_STEP_3] if i == 1 and hook_process_1 else
+                           ["-m", "agg_jax.main"]), *args, f"--process_id={i}"],
+        cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(2)]
+    return [(p.returncode, *p.communicate(timeout=900)) for p in procs
+            if p.wait(timeout=900) is not None]
+
+  stopped = launch(hook_process_1=True)
+  for status, _, err in stopped:
+    assert status == 75, err[-3000:]
+  steps = [int(err.split("stopped at step ")[1].split(",")[0]) for _, _, err in stopped]
+  assert steps[0] == steps[1] >= 3, steps
+  assert sorted(p.name for p in (tmp_path / "multi" / "checkpoints").iterdir()) == [
+      str(steps[0])]
+
+  finished = launch(hook_process_1=False)
+  for status, _, err in finished:
+    assert status == 0, err[-3000:]
+  assert f"resumed from step {steps[0]}" in finished[0][1]
+  assert "CoV^-1" in finished[0][1] and "CoV^-1" not in finished[1][1]  # process 0 reports
   for name, values in scores(workdir).items():
     np.testing.assert_allclose(scores(tmp_path / "multi")[name], values, rtol=1e-4, atol=1e-5)

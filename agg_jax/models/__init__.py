@@ -81,7 +81,7 @@ def create(name: str, head: str | None = "aggregation", *, blocks: str | Sequenc
 
 MODEL_FIELDS = ("name", "head", "blocks", "pool_window", "hidden", "num_primitives", "dtype",
                 "drop_path_rate", "init_from")
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")  # float16 would need loss scaling, which training lacks
 
 
 def _whole_positive(value) -> bool:

@@ -201,6 +201,32 @@ def test_augmented_rows_do_not_depend_on_the_process_count(data_dir):
   assert not np.array_equal(whole, plain)  # something was blurred, compressed or flipped
 
 
+def test_each_process_reads_only_its_rows_of_every_batch(data_dir, monkeypatch):
+  """Multi-host reading: with 2 processes, the records each one reads are its own rows of the
+  global batch (process p the p-th half: no row read twice, none left out; an image may fill two
+  rows where the sampler crosses an epoch), and the images equal a single-process read;
+  evaluation batches likewise cover the test set once."""
+  dataset = data.load(make_config(data_dir))
+  read = []
+  records = tfds_source.RecordImages.records
+  monkeypatch.setattr(tfds_source.RecordImages, "records",
+                      lambda self, indices: read.append(list(indices)) or records(self, indices))
+  batches = data.BalancedBatches(dataset.train, 8, seed=0, flip=True)
+  for step in range(4):
+    read.clear()
+    halves = [batches.batch(step, p, 2) for p in range(2)]
+    assert [list(r) for r in read] == [list(h) for h in np.split(batches.indices(step), 2)]
+    whole = batches.batch(step)
+    for key in ("images", "labels"):
+      assert np.array_equal(np.concatenate([h[key] for h in halves]), whole[key])
+
+  test = dataset.test["gan"]
+  read.clear()
+  masks = [b["mask"] for p in range(2) for b in data.eval_batches(test, 4, p, 2)]
+  rows = [row for indices, mask in zip(read, masks) for row, real in zip(indices, mask) if real]
+  assert sorted(rows) == list(range(len(test)))  # each test image read by one process, once
+
+
 def test_worker_processes_stream_the_same_batches(data_dir):
   dataset = data.load(make_config(data_dir))
   batches = data.BalancedBatches(dataset.train, 8, seed=0, flip=True)
