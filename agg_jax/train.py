@@ -110,6 +110,20 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config, mesh,
   return state, shardings
 
 
+def abstract_state(config, mesh):
+  """(shapes of the initial train state, its shardings) as `init_state` makes them, without
+  allocating or computing anything (memory planning: bench/bench_sharding.py)."""
+  made = {}
+
+  def init():
+    state, made["shardings"] = init_state(
+        models.from_config(config.model), create_optimizer(config), config, mesh,
+        data.image_shape(config.data))
+    return state
+
+  return jax.eval_shape(init), made["shardings"]
+
+
 def bce_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Eq. 4: binary cross-entropy of sigmoid(s_final) against the label (1 = fake)."""
   return optax.sigmoid_binary_cross_entropy(logits, labels).mean()

@@ -47,19 +47,6 @@ def use_setup(config, name: str):
   return sharding.make_mesh(config.mesh, jax.devices()[:devices])
 
 
-def abstract_state(config, mesh):
-  """(shapes of the initial train state, its shardings) as `train.init_state` makes them."""
-  made = {}
-
-  def init():
-    state, made["shardings"] = train.init_state(
-        models.from_config(config.model), train.create_optimizer(config), config, mesh,
-        data.image_shape(config.data))
-    return state
-
-  return jax.eval_shape(init), made["shardings"]
-
-
 def most_on_a_device(tree, shardings) -> int:
   return max(sharding.bytes_per_device(tree, shardings).values())
 
@@ -70,7 +57,7 @@ def print_memory(title: str, config) -> None:
   print(f"  {'set-up':16s} {'params':>9s} {'Adam mu+nu':>11s} {'state':>9s} {'vs one':>7s}")
   one = None
   for name in SETUPS:
-    state, shardings = abstract_state(config, use_setup(config, name))
+    state, shardings = train.abstract_state(config, use_setup(config, name))
     params = most_on_a_device(state.params, shardings.params)
     moments = most_on_a_device(state.opt_state, shardings.opt_state)
     total = most_on_a_device(state, shardings)

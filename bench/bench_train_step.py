@@ -1,10 +1,12 @@
-"""Train-step throughput of the aggregated model: shifted depthwise convolution vs XLA's grouped.
+"""Train-step throughput of the aggregated model, two variants measured in the same run.
 
-Depthwise convolutions are written as k*k shifted multiply-adds because XLA's grouped
-convolution is slow on CPU (docs/architecture.md). This measures the whole jitted train step
-(forward, backward, AdamW) both ways in the same run and prints the ratio.
+--compare=depthwise: depthwise convolutions as k*k shifted multiply-adds against XLA's grouped
+convolution, which is slow on CPU (docs/architecture.md). --compare=dtype: float32 against
+bfloat16 mixed precision (`model.dtype`). The whole jitted train step (forward, backward,
+AdamW) is timed in alternating rounds after a warm-up; medians and the ratio are printed.
 
   python bench/bench_train_step.py --model=efficientnetv2_mini --size=64 --batch=32
+  python bench/bench_train_step.py --compare=dtype --model=efficientnetv2_mini --size=64
   python bench/bench_train_step.py --model=efficientnetv2_s --size=256 --batch=8 --steps=3
 """
 
@@ -13,6 +15,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -23,16 +26,22 @@ from configs import default as default_config  # noqa: E402
 flags.DEFINE_string("model", "efficientnetv2_mini", "Backbone name.")
 flags.DEFINE_integer("size", 64, "Input side.")
 flags.DEFINE_integer("batch", 32, "Global batch size.")
-flags.DEFINE_integer("steps", 10, "Timed steps (after one warm-up step).")
+flags.DEFINE_integer("steps", 10, "Timed steps per round (after one warm-up step).")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds; the median round is reported.")
+flags.DEFINE_enum("compare", "depthwise", ["depthwise", "dtype"], "What the two variants are.")
 FLAGS = flags.FLAGS
 
 
-def time_train_step(depthwise: str) -> tuple[float, float]:
-  """(compile seconds, seconds per step) of the jitted train step."""
+VARIANTS = {"depthwise": {"shifted": {"depthwise": "shifted"}, "xla": {"depthwise": "xla"}},
+            "dtype": {"float32": {"dtype": jnp.float32}, "bfloat16": {"dtype": jnp.bfloat16}}}
+
+
+def make_step(**backbone_fields):
+  """(compile seconds, a function that times FLAGS.steps steps) of the jitted train step."""
   config = default_config.get_config()
   config.model.name = FLAGS.model
   mesh = sharding.make_mesh(config.mesh)
-  model = models.create(FLAGS.model, depthwise=depthwise)
+  model = models.create(FLAGS.model, **backbone_fields)
   state, shardings = train.init_state(model, train.create_optimizer(config), config, mesh,
                                       (FLAGS.size, FLAGS.size, 3))
   step = train.make_train_step(mesh, shardings)
@@ -44,22 +53,34 @@ def time_train_step(depthwise: str) -> tuple[float, float]:
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    state, metrics = step(state, batch)
-  jax.block_until_ready(metrics)
-  return compile_s, (time.perf_counter() - start) / FLAGS.steps
+  holder = [state]
+
+  def timed() -> float:
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      holder[0], metrics = step(holder[0], batch)
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / FLAGS.steps
+
+  timed()  # warm-up
+  return compile_s, timed
 
 
 def main(_):
   print(f"{FLAGS.model} at {FLAGS.size}x{FLAGS.size}, batch {FLAGS.batch}, "
-        f"{jax.devices()[0].platform}")
-  results = {impl: time_train_step(impl) for impl in ("shifted", "xla")}
-  for impl, (compile_s, step_s) in results.items():
-    print(f"  depthwise={impl:8s} compile {compile_s:6.1f} s   step {step_s * 1e3:8.1f} ms   "
-          f"{FLAGS.batch / step_s:7.1f} images/s")
-  ratio = results["xla"][1] / results["shifted"][1]
-  print(f"shifted is {ratio:.2f}x the speed of XLA grouped convolution (train step)")
+        f"{jax.devices()[0].platform}; {FLAGS.rounds} alternating rounds of {FLAGS.steps} steps")
+  variants = VARIANTS[FLAGS.compare]
+  steps = {name: make_step(**fields) for name, fields in variants.items()}
+  rounds = {name: [] for name in variants}
+  for _ in range(FLAGS.rounds):
+    for name, (_, timed) in steps.items():
+      rounds[name].append(timed())
+  medians = {name: float(np.median(times)) for name, times in rounds.items()}
+  for name, step_s in medians.items():
+    print(f"  {FLAGS.compare}={name:8s} compile {steps[name][0]:6.1f} s   step "
+          f"{step_s * 1e3:8.1f} ms   {FLAGS.batch / step_s:7.1f} images/s")
+  first, second = variants
+  print(f"{first} is {medians[second] / medians[first]:.2f}x the speed of {second} (train step)")
 
 
 if __name__ == "__main__":

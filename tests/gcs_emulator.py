@@ -1,5 +1,12 @@
 """A local Cloud Storage emulator (fake-gcs-server, from PyPI) for `gs://` run directories.
 
+  python -m tests.gcs_emulator -- COMMAND [ARGS...]   # e.g. bash -c "python -m agg_jax.main
+                                                     #   --config=configs/demo.py
+                                                     #   --workdir=gs://agg-jax-runs/demo"
+
+runs COMMAND with the emulator's environment, then lists the bucket and exits with COMMAND's
+status; the bucket is gone afterwards.
+
 `Emulator.env` is what a process needs to send every client of a run to the emulator instead
 of Google: gcsfs (etils.epath) and google-cloud-storage (TensorBoard's events) read
 STORAGE_EMULATOR_HOST; tensorstore (orbax's arrays) reads TENSORSTORE_GCS_HTTP_URL and takes a
@@ -8,8 +15,10 @@ emulator does not serve, is turned off.
 """
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -89,3 +98,21 @@ class Emulator:
       if "nextPageToken" not in listing:
         return names
       token = f"&pageToken={listing['nextPageToken']}"
+
+
+def main(argv: list[str]) -> int:
+  if "--" not in argv or argv.index("--") == len(argv) - 1:
+    print("usage: python -m tests.gcs_emulator -- COMMAND [ARGS...]", file=sys.stderr)
+    return 2
+  with Emulator() as emulator:
+    print(f"emulator at {emulator.url}, bucket gs://{emulator.bucket}", flush=True)
+    status = subprocess.call(argv[argv.index("--") + 1:], env={**os.environ, **emulator.env})
+    objects = emulator.objects()
+    print(f"gs://{emulator.bucket}: {len(objects)} objects, {sum(objects.values()):,} bytes")
+    for name, size in sorted(objects.items()):
+      print(f"{size:>12,}  {name}")
+  return status
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -149,6 +148,15 @@ KILLED_WHILE_SAVING_STEP_4 = hooked_main("""
     checkpoint.RunCheckpoints.save_latest = save_and_die
 """)
 
+def interrupt(script: str, workdir, xla_cache) -> tuple[list[str], subprocess.CompletedProcess]:
+  """Runs the tiny run's command in `workdir` through a hooked `script`; (the command, what the
+  interrupted process returned)."""
+  command = ["--config=configs/demo.py", f"--workdir={workdir}",
+             f"--compilation_cache={xla_cache}", *TINY]
+  return command, subprocess.run([sys.executable, "-c", script, *command], cwd=REPO,
+                                 capture_output=True, text=True, timeout=900)
+
+
 def resume_and_compare(command, workdir, resumed, expected_step):
   """Reruns `command` and checks it resumes from `expected_step` (one of them) and ends with the
   uninterrupted run's scores (bit for bit) and its logged steps."""
@@ -169,10 +177,7 @@ def test_a_run_killed_while_checkpointing_resumes_to_the_uninterrupted_result(
     trained_run, tmp_path, xla_cache):
   workdir, _ = trained_run
   resumed = tmp_path / "resumed"
-  command = ["--config=configs/demo.py", f"--workdir={resumed}",
-             f"--compilation_cache={xla_cache}", *TINY]
-  killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING_STEP_4, *command], cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+  command, killed = interrupt(KILLED_WHILE_SAVING_STEP_4, resumed, xla_cache)
   assert killed.returncode == -9, killed.stderr[-3000:]
   assert not (resumed / "results").exists()
   # Step 4 is restored only if its write had finished before the kill; never a partial one.
@@ -183,10 +188,7 @@ def test_sigterm_saves_at_the_step_boundary_and_the_same_command_resumes(trained
                                                                          xla_cache):
   workdir, _ = trained_run
   resumed = tmp_path / "resumed"
-  command = ["--config=configs/demo.py", f"--workdir={resumed}",
-             f"--compilation_cache={xla_cache}", *TINY]
-  stopped = subprocess.run([sys.executable, "-c", SIGTERM_AFTER_STEP_3, *command], cwd=REPO,
-                           capture_output=True, text=True, timeout=900)
+  command, stopped = interrupt(SIGTERM_AFTER_STEP_3, resumed, xla_cache)
   assert stopped.returncode == 75, stopped.stderr[-3000:]
   assert "Traceback" not in stopped.stderr
   assert (f"{PROG}: preempted (SIGTERM): stopped at step 3, checkpoint saved in {resumed}; the "

@@ -39,19 +39,6 @@ def tiny_config():
   return config
 
 
-def abstract_state(config, mesh):
-  """(shapes of the initial train state, its shardings) as `train.init_state` makes them."""
-  made = {}
-
-  def init():
-    state, made["shardings"] = train.init_state(
-        models.from_config(config.model), train.create_optimizer(config), config, mesh,
-        data.image_shape(config.data))
-    return state
-
-  return jax.eval_shape(init), made["shardings"]
-
-
 def leaf(tree, keys):
   for key in keys:
     tree = tree[key]
@@ -156,7 +143,7 @@ def test_unknown_presets_and_bad_rules_name_the_config_key(rules, message):
 def test_fsdp_preset_splits_big_kernels_and_their_moments_only():
   config = tiny_config()
   config.mesh, config.sharding_rules = (("fsdp", 1),), ("fsdp",)
-  state, shardings = abstract_state(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  state, shardings = train.abstract_state(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
   split = set()
   for (path, shape), spec in zip(jax.tree_util.tree_leaves_with_path(state),
                                  jax.tree.leaves(shardings)):
@@ -174,5 +161,5 @@ def test_fsdp_preset_splits_big_kernels_and_their_moments_only():
     assert params == {name.split(f"/{moment}/")[1] for name in split if f"/{moment}/" in name}
 
   config.sharding_rules = ("replicate",)
-  _, shardings = abstract_state(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  _, shardings = train.abstract_state(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
   assert all(s.spec == jax.sharding.PartitionSpec() for s in jax.tree.leaves(shardings))
