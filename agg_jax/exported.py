@@ -15,15 +15,19 @@ An export folder (export.py writes it) holds
 
 Nothing in it is a pickle. This module imports no training code (no flax, no optax, no model
 definitions): a scoring service needs jax, numpy and safetensors, and `agg_jax.preprocess` for
-faces.
+faces. The folder may be local or on object storage (`gs://...`, read through etils.epath).
 """
 
 import json
-from pathlib import Path
+import os
 
 import jax
 import numpy as np
-from safetensors.numpy import load_file
+from etils import epath
+from safetensors import SafetensorError
+from safetensors.numpy import load as load_safetensors
+
+from agg_jax import fileio
 
 FORMAT = "agg_jax-export"
 FORMAT_VERSION = 1
@@ -60,12 +64,12 @@ class Detector:
   """Scores aligned faces with an exported model; `probabilities` and `cam` take uint8 RGB
   images of the model's side, `prepare` resizes aligned faces to it as training did."""
 
-  def __init__(self, folder: str | Path):
-    self.folder = Path(folder)
+  def __init__(self, folder: str | os.PathLike):
+    self.folder = fileio.path(folder)  # a local folder or gs://...
     self.info = read_model_json(self.folder)
     try:
-      self.variables = nest(load_file(str(self.folder / VARIABLES)))
-    except (OSError, ValueError) as e:
+      self.variables = nest(load_safetensors((self.folder / VARIABLES).read_bytes()))
+    except (OSError, SafetensorError) as e:
       raise ExportError(f"{self.folder / VARIABLES}: cannot read the variables ({e})") from None
     self._detector = _deserialize(self.folder / DETECTOR)
     cam_path = self.folder / CAM
@@ -119,9 +123,9 @@ class Detector:
     return images
 
 
-def read_model_json(folder: Path) -> dict:
+def read_model_json(folder: str | os.PathLike) -> dict:
   """model.json of an export folder, its format and version checked."""
-  path = Path(folder) / MODEL_JSON
+  path = fileio.path(folder) / MODEL_JSON
   if not path.is_file():
     raise ExportError(f"{folder}: not an export folder ({MODEL_JSON} is missing); make one with "
                       "`python -m agg_jax.main --workdir=RUN --mode=export`")
@@ -137,7 +141,7 @@ def read_model_json(folder: Path) -> dict:
   return info
 
 
-def _deserialize(path: Path) -> "jax.export.Exported":
+def _deserialize(path: epath.Path) -> "jax.export.Exported":
   try:
     return jax.export.deserialize(bytearray(path.read_bytes()))
   except FileNotFoundError:
@@ -146,6 +150,6 @@ def _deserialize(path: Path) -> "jax.export.Exported":
     raise ExportError(f"{path}: not a serialized jax.export module ({e})") from None
 
 
-def load(folder: str | Path) -> Detector:
+def load(folder: str | os.PathLike) -> Detector:
   """The detector exported to `folder`."""
   return Detector(folder)

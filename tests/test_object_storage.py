@@ -63,3 +63,10 @@ def test_a_gs_run_is_preempted_resumes_and_writes_everything_to_the_bucket(
   objects = bucket.objects()
   for name in ("model.json", "variables.safetensors", "detector.jaxexport"):
     assert objects.get(f"{run}export/{name}", 0) > 0, sorted(objects)
+  loaded = subprocess.run(  # a scoring service loads the detector straight from the bucket
+      [sys.executable, "-c", "import sys, numpy as np; from agg_jax import exported; "
+       "d = exported.load(sys.argv[1]); "
+       "print(d.probabilities(np.zeros((2, d.image_size, d.image_size, 3), np.uint8)).shape)",
+       f"{workdir}/export"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert loaded.returncode == 0, loaded.stderr[-3000:]
+  assert loaded.stdout.strip() == "(2,)"
