@@ -41,7 +41,8 @@ class Preemption:
 
   def __enter__(self) -> "Preemption":
     if not self.shared:  # else JAX's preemption service handles SIGTERM and tells every process
-      self._previous = {number: signal.signal(number, self._notice) for number in SIGNALS}
+      self._previous = {number: signal.signal(number, self._notice) for number in SIGNALS
+                        if signal.getsignal(number) != signal.SIG_IGN}  # ignored stays ignored
     return self
 
   def __exit__(self, *exc) -> None:
@@ -49,7 +50,7 @@ class Preemption:
       signal.signal(number, handler)
     self._previous.clear()
 
-  def _notice(self, number: int, frame: types.FrameType | None) -> None:  # pylint: disable=unused-argument
+  def _notice(self, number: int, _: types.FrameType | None) -> None:
     if self.cause and number == signal.SIGINT:
       raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to finish
     self.cause = f"preempted ({signal.Signals(number).name})"

@@ -48,9 +48,10 @@ class Emulator:
     self.process = None
 
   def __enter__(self) -> "Emulator":
+    binary = _server._get_binary_path()  # pylint: disable=protected-access
     with self.log.open("wb") as log:
       self.process = subprocess.Popen(
-          [str(_server._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",  # pylint: disable=protected-access
+          [str(binary), "-scheme", "http", "-host", "127.0.0.1",
            "-port", str(self.port), "-backend", "filesystem", "-filesystem-root",
            str(Path(self.folder.name) / "objects"), "-external-url", self.url,
            "-log-level", "warn"], stdout=log, stderr=log)

@@ -303,7 +303,10 @@ def test_local_processes_one_failure_stops_them_all(tmp_path, fail):
 
 def test_local_processes_ctrl_c_stops_them_all(tmp_path):
   cmd, env, pids = _local(tmp_path, "3", "--workdir=runs/mp", fail=2)  # none exits by itself
-  with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) as proc:
+  # As from a terminal: a test run started in the background (`make test &`, CI) inherits an
+  # ignored SIGINT, which a shell can then neither trap nor receive.
+  with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
     deadline = time.monotonic() + 30
     while len(list(pids.iterdir())) < 3 and time.monotonic() < deadline:
       time.sleep(0.05)

@@ -143,7 +143,8 @@ def test_unknown_presets_and_bad_rules_name_the_config_key(rules, message):
 def test_fsdp_preset_splits_big_kernels_and_their_moments_only():
   config = tiny_config()
   config.mesh, config.sharding_rules = (("fsdp", 1),), ("fsdp",)
-  state, shardings = train.abstract_state(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  state, shardings = train.abstract_state(config, mesh)
   split = set()
   for (path, shape), spec in zip(jax.tree_util.tree_leaves_with_path(state),
                                  jax.tree.leaves(shardings)):
@@ -161,5 +162,5 @@ def test_fsdp_preset_splits_big_kernels_and_their_moments_only():
     assert params == {name.split(f"/{moment}/")[1] for name in split if f"/{moment}/" in name}
 
   config.sharding_rules = ("replicate",)
-  _, shardings = train.abstract_state(config, sharding.make_mesh(config.mesh, jax.devices()[:1]))
+  _, shardings = train.abstract_state(config, mesh)
   assert all(s.spec == jax.sharding.PartitionSpec() for s in jax.tree.leaves(shardings))
