@@ -4,7 +4,8 @@ The loss is the paper's sigmoid binary cross-entropy on the final score (eq. 4),
 AdamW under a warm-up + cosine schedule. Batches are class-balanced (data/sampler.py) and split
 over the mesh's data axes; parameters are placed by the config's sharding rules; the step
 donates its state. The latest state is checkpointed for resumption, and the variables with the
-best validation AP are kept for evaluation (checkpoint.py).
+best validation AP are kept for evaluation (checkpoint.py); a preemption notice (SIGTERM) saves
+it at the next step boundary and stops the run (preemption.py).
 """
 
 import dataclasses
