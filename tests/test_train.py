@@ -1,9 +1,5 @@
-"""The jitted, sharded train step: learning on a fixed batch, and 1 device == 8 devices."""
-
-import os
-import subprocess
-import sys
-import textwrap
+"""The jitted train step: learning on a fixed batch, and starting from converted weights (8
+devices against one, data parallel and FSDP: tests/test_sharding.py)."""
 
 import jax
 import numpy as np
@@ -11,8 +7,6 @@ import pytest
 
 from agg_jax import models, sharding, train
 from configs import demo as demo_config
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**train_overrides):
@@ -55,46 +49,6 @@ def test_bce_loss_is_eq_4():
   s = jax.nn.sigmoid(logits)
   expected = -(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean()
   np.testing.assert_allclose(train.bce_loss(logits, labels), expected, rtol=1e-6)
-
-
-SHARDED_SCRIPT = textwrap.dedent("""
-    import jax, numpy as np
-    from agg_jax import models, sharding, train
-    from tests.test_train import tiny_config, fixed_batch
-
-    assert jax.device_count() == 8, jax.devices()
-    config = tiny_config()
-    config.sharding_rules = ((r"head/.*kernel", "fsdp"), (".*", "replicate"))
-    model = models.from_config(config.model)
-    results = {}
-    for devices in (1, 8):
-      mesh = sharding.make_mesh(config.mesh, jax.devices()[:devices])
-      state, shardings = train.init_state(model, train.create_optimizer(config), config, mesh,
-                                          (32, 32, 3))
-      step = train.make_train_step(mesh, shardings)
-      batch = sharding.global_batch(fixed_batch(16), mesh)
-      assert len(batch["images"].sharding.device_set) == devices
-      losses = []
-      for _ in range(2):
-        state, metrics = step(state, batch)
-        losses.append(float(metrics["loss"]))
-      kernel = state.params["head"]["projection_block00"]["dense0"]["kernel"]
-      results[devices] = (losses, np.asarray(kernel))
-      if devices == 8:  # the fsdp rule splits the head's kernels over the data axis
-        assert kernel.sharding.spec[0] == "data", kernel.sharding
-    np.testing.assert_allclose(results[1][0], results[8][0], rtol=1e-4)
-    np.testing.assert_allclose(results[1][1], results[8][1], rtol=1e-3, atol=1e-5)
-    print("ok", results[1][0], results[8][0])
-""")
-
-
-def test_eight_device_mesh_trains_like_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             PYTHONPATH=REPO)
-  out = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert out.stdout.startswith("ok")
 
 
 def test_init_from_starts_the_backbone_from_converted_weights(tmp_path):
