@@ -20,8 +20,8 @@ from absl import logging
 from flax.training import train_state
 from tqdm import tqdm
 
-from agg_jax import (checkpoint, data, evaluate, fileio, models, preemption, sharding, train_log,
-                     weights)
+from agg_jax import (checkpoint, cpu_defaults, data, evaluate, fileio, models, preemption,
+                     sharding, train_log, weights)
 from agg_jax.config_validation import require, require_fields
 from agg_jax.metrics import compute_metrics
 
@@ -206,6 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with preemption.Preemption() as notice:
       for step, local in zip(progress, stream):
         state, metrics = train_step(state, sharding.global_batch(local, mesh))
+        if step == start:  # compiled: what the compiler used goes back to the system
+          cpu_defaults.release_free_memory()
         done = step + 1
         if done % t.log_every == 0 or done == t.num_steps:
           metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
