@@ -33,8 +33,6 @@ from agg_jax.models import layers
 
 Padding = Literal["same", "symmetric"]
 
-ACTIVATIONS = {"silu": nn.silu, "relu": nn.relu, "relu6": nn.relu6}
-
 # Input normalisations: the model takes uint8 or float pixels in [0, 255] (docs/architecture.md).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -140,32 +138,35 @@ class Block(nn.Module):
                    padding=conv_padding(self.padding, kernel), use_bias=False,
                    dtype=self.dtype, name=name)
 
-  def _bn(self, train: bool, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=self.bn_epsilon, dtype=self.dtype, name=name)
+  def _bn(self, train: bool, name: str, activation: str | None = None) -> layers.BatchNorm:
+    """Batch norm followed by the block's activation (or none: `activation="linear"`)."""
+    return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=self.bn_epsilon, activation=activation or self.activation,
+                            dtype=self.dtype, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
     inputs = x
     in_features = x.shape[-1]
     hidden = int(round(in_features * self.expand))
     if self.kind == "cn":
-      x = act(self._bn(train, "bn")(self._conv(self.features, self.kernel, self.stride, "conv")(x)))
+      x = self._bn(train, "bn")(self._conv(self.features, self.kernel, self.stride, "conv")(x))
     else:
       if self.kind == "er":
-        x = act(self._bn(train, "expand_bn")(
-            self._conv(hidden, self.kernel, self.stride, "expand_conv")(x)))
+        x = self._bn(train, "expand_bn")(
+            self._conv(hidden, self.kernel, self.stride, "expand_conv")(x))
       else:
         if self.kind == "ir" and self.expand != 1:
-          x = act(self._bn(train, "expand_bn")(self._conv(hidden, 1, 1, "expand_conv")(x)))
+          x = self._bn(train, "expand_bn")(self._conv(hidden, 1, 1, "expand_conv")(x))
         x = layers.DepthwiseConv(self.kernel, self.stride, self.depthwise, self.padding,
                                  self.dtype, name="dw_conv")(x)
-        x = act(self._bn(train, "dw_bn")(x))
+        x = self._bn(train, "dw_bn")(x)
       if self.se_ratio > 0:
         reduced = max(1, int(in_features * self.se_ratio))
-        x = layers.SqueezeExcite(reduced, act, dtype=self.dtype, name="se")(x)
-      x = self._bn(train, "project_bn")(self._conv(self.features, 1, 1, "project_conv")(x))
+        x = layers.SqueezeExcite(reduced, layers.ACTIVATIONS[self.activation][0],
+                                 dtype=self.dtype, name="se")(x)
+      x = self._bn(train, "project_bn", "linear")(
+          self._conv(self.features, 1, 1, "project_conv")(x))
     if self.residual:
       x = layers.DropPath(self.drop_path)(x, deterministic=not train) + inputs
     return x
@@ -198,6 +199,9 @@ class EfficientNet(nn.Module):
   num_blocks: int | None = None
   # Block outputs pass through `Module.perturb`, so `jax.grad` reaches them (Grad-CAM).
   perturb_endpoints: bool = False
+  # What the backward pass recomputes instead of keeping (layers.REMAT_POLICIES): "none",
+  # "conv" (each block keeps its convolutions' outputs and recomputes the rest) or "block".
+  remat: str = "none"
 
   def stages(self) -> list[StageSpec]:
     return parse_arch(self.arch, self.width, self.depth)
@@ -213,9 +217,9 @@ class EfficientNet(nn.Module):
     x = nn.Conv(features, (kernel, kernel), (stride, stride),
                 padding=conv_padding(self.padding, kernel), use_bias=False,
                 dtype=self.dtype, name=f"{name}_conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=self.bn_epsilon, dtype=self.dtype, name=f"{name}_bn")(x)
-    return ACTIVATIONS[self.activation](x)
+    return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=self.bn_epsilon, activation=self.activation,
+                            dtype=self.dtype, name=f"{name}_bn")(x)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
@@ -226,13 +230,14 @@ class EfficientNet(nn.Module):
     endpoints = {}
     last = layers.check_num_blocks(self.num_blocks, total, self.include_top)
     index = 0
+    block = layers.remat_block(Block, self.remat)
     for stage in stages:
       for repeat in range(stage.repeats):
         stride = stage.stride if repeat == 0 else 1
         same_shape = stride == 1 and x.shape[-1] == stage.channels
         residual = same_shape and (stage.skip is True or (stage.skip is None and stage.kind != "cn"))
         name = f"block{index:02d}"
-        x = Block(stage.kind, stage.channels, stage.kernel, stride, stage.expand, stage.se_ratio,
+        x = block(stage.kind, stage.channels, stage.kernel, stride, stage.expand, stage.se_ratio,
                   residual, self.drop_path_rate * index / total, self.activation, self.padding,
                   self.bn_momentum, self.bn_epsilon, self.depthwise, self.dtype,
                   name=f"blocks_{index}")(x, train)

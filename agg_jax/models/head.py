@@ -26,6 +26,18 @@ def pool_window(window: int, height: int, width: int) -> tuple[int, int]:
   return min(window, height), min(window, width)
 
 
+def average_pool(x: jax.Array, window: tuple[int, int]) -> jax.Array:
+  """Average pooling of (B, H, W, C) with stride = window and no padding (the rows and columns
+  past the last whole window are dropped), as `nn.avg_pool(x, window, window, "VALID")`
+  computes it, written as a crop, a reshape and a mean: its gradient is then a broadcast, where
+  the reduce-window of `avg_pool` differentiates into a scatter that XLA:CPU runs ~10x slower
+  (bench/bench_layers.py)."""
+  (k_h, k_w), (b, h, w, c) = window, x.shape
+  rows, cols = h // k_h, w // k_w
+  x = x[:, :rows * k_h, :cols * k_w]
+  return x.reshape(b, rows, k_h, cols, k_w, c).mean(axis=(2, 4))
+
+
 class PrimitiveProjection(nn.Module):
   """p_i = MLP(AvgPool2D(o_i)), eq. 2 of the paper."""
   window: int
@@ -37,7 +49,7 @@ class PrimitiveProjection(nn.Module):
   def __call__(self, features: jax.Array) -> jax.Array:
     """Returns the float32 primitives (B, num_primitives)."""
     window = pool_window(self.window, features.shape[1], features.shape[2])
-    x = nn.avg_pool(features.astype(jnp.float32), window, strides=window, padding="VALID")
+    x = average_pool(features.astype(jnp.float32), window)
     x = x.reshape(x.shape[0], -1).astype(self.dtype)
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"dense{i}")(x))

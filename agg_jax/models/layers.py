@@ -7,6 +7,7 @@ docs/architecture.md, "Depthwise convolutions"); `implementation="xla"` uses
 Both give the same result.
 """
 
+import functools
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -51,23 +52,71 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
   if implementation != "shifted":
     raise ValueError(f"unknown depthwise implementation {implementation!r}: use 'shifted' or 'xla'")
+  return _shifted_depthwise(x, kernel, stride, pads)
+
+
+def _windows(padded: jax.Array, kernel_size: tuple[int, int], stride: int,
+             out_hw: tuple[int, int], channels_last: bool = True):
+  """The k*k strided windows of a padded input that tap (i, j) of a kernel multiplies, in
+  kernel order, as (i, j, window); the spatial axes are 1, 2 (channels last) or 2, 3."""
+  (k_h, k_w), (out_h, out_w) = kernel_size, out_hw
+  h_axis = 1 if channels_last else 2
+  for i in range(k_h):
+    for j in range(k_w):
+      start, limit, strides = [0] * 4, list(padded.shape), [1] * 4
+      start[h_axis], start[h_axis + 1] = i, j
+      limit[h_axis] = i + (out_h - 1) * stride + 1
+      limit[h_axis + 1] = j + (out_w - 1) * stride + 1
+      strides[h_axis] = strides[h_axis + 1] = stride
+      yield i, j, lax.slice(padded, start, limit, strides)
+
+
+def _shifted_forward(x, kernel, stride, pads):
   # bfloat16 products are summed in float32 and rounded once, as the grouped convolution (and
   # nn.Conv) accumulates them: k*k roundings in bfloat16 cost 2.5x the error of one.
+  k_h, k_w, _, _ = kernel.shape
   result_dtype = jnp.result_type(x, kernel)
   accumulate = jnp.promote_types(result_dtype, jnp.float32)
   padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-  out_h = (padded.shape[1] - k_h) // stride + 1
-  out_w = (padded.shape[2] - k_w) // stride + 1
+  out_hw = ((padded.shape[1] - k_h) // stride + 1, (padded.shape[2] - k_w) // stride + 1)
   out = None
-  for i in range(k_h):
-    for j in range(k_w):
-      window = lax.slice(padded, (0, i, j, 0),
-                         (padded.shape[0], i + (out_h - 1) * stride + 1,
-                          j + (out_w - 1) * stride + 1, channels),
-                         (1, stride, stride, 1))
-      term = window.astype(accumulate) * kernel[i, j, 0].astype(accumulate)
-      out = term if out is None else out + term
+  for i, j, window in _windows(padded, (k_h, k_w), stride, out_hw):
+    term = window.astype(accumulate) * kernel[i, j, 0].astype(accumulate)
+    out = term if out is None else out + term
   return out.astype(result_dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _shifted_depthwise(x, kernel, stride, pads):
+  return _shifted_forward(x, kernel, stride, pads)
+
+
+def _shifted_depthwise_fwd(x, kernel, stride, pads):
+  return _shifted_forward(x, kernel, stride, pads), (x, kernel)
+
+
+def _shifted_depthwise_bwd(stride, pads, residuals, grad):
+  """The input gradient by autodiff of the shifted form; the kernel gradient, the k*k sums over
+  (batch, rows, columns) of window * grad, as one variadic reduction over channel-major copies of
+  both, which XLA:CPU runs several times faster than k*k separate channels-last reductions
+  (bench/bench_layers.py). Only x and the kernel are kept for the backward pass."""
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: _shifted_forward(x, kernel, stride, pads), x)
+  (grad_x,) = input_vjp(grad)
+  k_h, k_w, _, channels = kernel.shape
+  accumulate = jnp.promote_types(grad.dtype, jnp.float32)
+  padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).astype(accumulate)
+  x_cm = jnp.transpose(padded, (3, 0, 1, 2))
+  grad_cm = jnp.transpose(grad.astype(accumulate), (3, 0, 1, 2))
+  products = tuple(window * grad_cm for _, _, window in _windows(
+      x_cm, (k_h, k_w), stride, grad.shape[1:3], channels_last=False))
+  zeros = tuple(jnp.zeros((), accumulate) for _ in products)
+  sums = lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (1, 2, 3))
+  grad_kernel = jnp.stack(sums).reshape(k_h, k_w, 1, channels).astype(kernel.dtype)
+  return grad_x, grad_kernel
+
+
+_shifted_depthwise.defvjp(_shifted_depthwise_fwd, _shifted_depthwise_bwd)
 
 
 class DepthwiseConv(nn.Module):
@@ -84,6 +133,93 @@ class DepthwiseConv(nn.Module):
                         (self.kernel_size, self.kernel_size, 1, x.shape[-1]), jnp.float32)
     return depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
                           self.implementation, self.padding)
+
+
+# Activations a BatchNorm can apply itself, with their derivatives as functions of the input.
+def _silu_grad(z):
+  s = jax.nn.sigmoid(z)
+  return s * (1 + z * (1 - s))
+
+
+ACTIVATIONS = {
+    "linear": (lambda z: z, lambda z: jnp.ones_like(z)),
+    "relu": (nn.relu, lambda z: (z > 0).astype(z.dtype)),
+    "relu6": (nn.relu6, lambda z: ((z > 0) & (z < 6)).astype(z.dtype)),
+    "silu": (nn.silu, _silu_grad),
+}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x, scale, bias, epsilon: float, activation: str):
+  """activation(batch-normalised x * scale + bias) with the batch's statistics over all axes
+  but the last, as Flax's BatchNorm computes it in training (float32 statistics, variance
+  E[x^2] - E[x]^2 clipped at 0). Returns (y in x's dtype, mean, variance)."""
+  return _batch_norm_forward(x, scale, bias, epsilon, activation)[0]
+
+
+def _batch_norm_forward(x, scale, bias, epsilon, activation):
+  axes = tuple(range(x.ndim - 1))
+  xf = x.astype(jnp.float32)
+  mean = xf.mean(axes)
+  var = jnp.maximum(0.0, (xf * xf).mean(axes) - mean * mean)
+  inv = lax.rsqrt(var + epsilon)
+  y = ACTIVATIONS[activation][0]((xf - mean) * (inv * scale) + bias).astype(x.dtype)
+  return (y, mean, var), (x, mean, inv, scale, bias)
+
+
+def _batch_norm_backward(epsilon, activation, residuals, grads):
+  """The gradient from the input alone: the normalised input, the activation's derivative
+  and two sums per channel are recomputed in two passes, where autodiff keeps x - mean, the
+  activation's intermediates and more for the backward pass."""
+  del epsilon
+  x, mean, inv, scale, bias = residuals
+  grad_y, grad_mean, grad_var = grads
+  axes = tuple(range(x.ndim - 1))
+  count = x.size // x.shape[-1]
+  centred = x.astype(jnp.float32) - mean
+  normalised = centred * inv
+  g = grad_y.astype(jnp.float32) * ACTIVATIONS[activation][1](normalised * scale + bias)
+  grad_bias, grad_scale = g.sum(axes), (g * normalised).sum(axes)
+  grad_x = (scale * inv) * (g - (grad_bias + normalised * grad_scale) / count)
+  # The statistics are outputs too (the running averages); their cotangents are zero in
+  # training, and exact here: d mean / dx = 1 / count, d var / dx = 2 (x - mean) / count.
+  grad_x = grad_x + (grad_mean + 2 * centred * grad_var) / count
+  return grad_x.astype(x.dtype), grad_scale, grad_bias
+
+
+batch_norm_train.defvjp(_batch_norm_forward, _batch_norm_backward)
+
+
+class BatchNorm(nn.Module):
+  """Flax's `nn.BatchNorm` over all axes but the last (the same variables: params `scale`,
+  `bias`; batch_stats `mean`, `var`; the same statistics and running-average update), followed
+  by an activation (`ACTIVATIONS`, "linear" for none) computed in float32 before the result
+  is cast to `dtype`. In training its backward pass is written by hand (`batch_norm_train`):
+  it keeps only the input, so a block holds about half the activation memory of autodiff's
+  batch norm and activation (bench/bench_layers.py)."""
+  use_running_average: bool
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  activation: str = "linear"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = (x.shape[-1],)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+    scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+    if self.use_running_average:
+      inv = lax.rsqrt(ra_var.value + self.epsilon)
+      y = ACTIVATIONS[self.activation][0](
+          (x.astype(jnp.float32) - ra_mean.value) * (inv * scale) + bias)
+      return y.astype(self.dtype)
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.activation)
+    if not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y.astype(self.dtype)
 
 
 class SqueezeExcite(nn.Module):
@@ -133,3 +269,21 @@ def check_num_blocks(num_blocks: int | None, total: int, include_top: bool) -> i
   if include_top or not 0 < num_blocks <= total:
     raise ValueError(f"num_blocks={num_blocks}: needs include_top=False and 1..{total} blocks")
   return num_blocks
+
+
+# Rematerialisation policies of a backbone's blocks (`remat`): what a block keeps for the
+# backward pass. "conv" keeps the convolutions' outputs and recomputes batch norm, activations,
+# depthwise convolutions and squeeze-excite from them (elementwise work, cheap to redo on CPU);
+# "block" keeps only each block's input.
+REMAT_POLICIES = {"conv": jax.checkpoint_policies.dots_saveable,
+                  "block": jax.checkpoint_policies.nothing_saveable}
+
+
+def remat_block(block: type[nn.Module], remat: str) -> type[nn.Module]:
+  """`block` (a module called as `block(x, train)`) under the rematerialisation policy named
+  by `remat` ("none": unchanged). Parameters and their names are unchanged."""
+  if remat == "none":
+    return block
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"unknown remat {remat!r}: use 'none' or one of {sorted(REMAT_POLICIES)}")
+  return nn.remat(block, policy=REMAT_POLICIES[remat], static_argnums=(2,))

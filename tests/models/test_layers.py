@@ -1,0 +1,135 @@
+"""Hand-written backward passes and fused layers (agg_jax/models/layers.py, head.py) against
+the autodiff of the plain JAX/Flax operations they replace: values, gradients, state updates."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agg_jax.models import head, layers
+
+
+@pytest.mark.parametrize("stride,padding,kernel", [(1, "same", 3), (2, "same", 3),
+                                                   (2, "symmetric", 5), (1, "symmetric", 5)])
+def test_shifted_depthwise_gradients_match_grouped_convolution(stride, padding, kernel):
+  keys = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(keys[0], (2, 11, 9, 6))
+  w = jax.random.normal(keys[1], (kernel, kernel, 1, 6))
+  out_shape = layers.depthwise_conv(x, w, stride, "xla", padding).shape
+  cotangent = jax.random.normal(keys[2], out_shape)
+
+  def grads(implementation):
+    loss = lambda x, w: jnp.sum(layers.depthwise_conv(x, w, stride, implementation, padding)
+                                * cotangent)
+    return jax.grad(loss, argnums=(0, 1))(x, w)
+
+  for shifted, grouped in zip(grads("shifted"), grads("xla")):
+    np.testing.assert_allclose(shifted, grouped, rtol=1e-4, atol=1e-4)
+
+
+def test_shifted_depthwise_kernel_gradient_in_bfloat16_stays_bfloat16_and_close():
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 4), jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(2), (3, 3, 1, 4), jnp.bfloat16)
+  loss = lambda x, w, impl: jnp.sum(layers.depthwise_conv(x, w, 1, impl).astype(jnp.float32))
+  shifted = jax.grad(loss, argnums=1)(x, w, "shifted")
+  grouped = jax.grad(loss, argnums=1)(x.astype(jnp.float32), w.astype(jnp.float32), "xla")
+  assert shifted.dtype == jnp.bfloat16
+  np.testing.assert_allclose(shifted.astype(np.float32), grouped, rtol=2e-2, atol=0.1)
+
+
+def _flax_bn_then(activation, train, x, variables, dtype=jnp.float32):
+  """Flax's BatchNorm followed by the activation: the reference for layers.BatchNorm."""
+  bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=dtype)
+  fn = layers.ACTIVATIONS[activation][0]
+  if train:
+    y, updates = bn.apply(variables, x, mutable=["batch_stats"])
+    return fn(y), updates
+  return fn(bn.apply(variables, x)), {}
+
+
+@pytest.mark.parametrize("activation", sorted(layers.ACTIVATIONS))
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_matches_flax_batch_norm_and_activation(activation, train):
+  keys = jax.random.split(jax.random.key(3), 4)
+  x = 3 * jax.random.normal(keys[0], (4, 5, 5, 8)) + 1
+  ours = layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
+                          activation=activation)
+  variables = ours.init(jax.random.key(0), x)
+  reference = nn.BatchNorm(use_running_average=True).init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference)
+  variables = {"params": {"scale": 1 + jax.random.normal(keys[1], (8,)),
+                          "bias": jax.random.normal(keys[2], (8,))},
+               "batch_stats": {"mean": jnp.full((8,), 0.5), "var": jnp.full((8,), 2.0)}}
+  cotangent = jax.random.normal(keys[3], x.shape)
+
+  def run(apply):
+    def loss(params, x):
+      y, updates = apply({**variables, "params": params}, x)
+      return jnp.sum(y * cotangent), (y, updates)
+    return jax.grad(loss, argnums=(0, 1), has_aux=True)(variables["params"], x)
+
+  (grad_params, grad_x), (y, updates) = run(
+      lambda v, x: ours.apply(v, x, mutable=["batch_stats"]) if train else (ours.apply(v, x), {}))
+  (ref_params, ref_x), (ref_y, ref_updates) = run(
+      lambda v, x: _flax_bn_then(activation, train, x, v))
+  np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grad_x, ref_x, rtol=1e-4, atol=1e-5)
+  for name in ("scale", "bias"):
+    np.testing.assert_allclose(grad_params[name], ref_params[name], rtol=1e-4, atol=1e-4)
+  for name in ref_updates.get("batch_stats", {}):
+    np.testing.assert_allclose(updates["batch_stats"][name], ref_updates["batch_stats"][name],
+                               rtol=1e-6)
+  assert bool(ref_updates) == train
+
+
+def test_batch_norm_in_bfloat16_matches_flax_within_rounding():
+  x = jax.random.normal(jax.random.key(4), (4, 6, 6, 8)).astype(jnp.bfloat16)
+  ours = layers.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-3,
+                          activation="silu", dtype=jnp.bfloat16)
+  variables = ours.init(jax.random.key(0), x)
+  y, _ = ours.apply(variables, x, mutable=["batch_stats"])
+  ref, _ = _flax_bn_then("silu", True, x, variables, jnp.bfloat16)
+  assert y.dtype == jnp.bfloat16
+  np.testing.assert_allclose(y.astype(np.float32), ref.astype(np.float32), atol=2e-2)
+
+
+@pytest.mark.parametrize("shape,window", [((2, 8, 8, 3), (4, 4)), ((2, 9, 7, 3), (2, 3))])
+def test_average_pool_matches_flax_avg_pool_values_and_gradients(shape, window):
+  x = jax.random.normal(jax.random.key(5), shape)
+  reference = lambda x: nn.avg_pool(x, window, window, "VALID")
+  np.testing.assert_allclose(head.average_pool(x, window), reference(x), rtol=1e-6, atol=1e-6)
+  cotangent = jax.random.normal(jax.random.key(6), reference(x).shape)
+  grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) * cotangent))(x)
+  np.testing.assert_allclose(grad(lambda x: head.average_pool(x, window)), grad(reference),
+                             rtol=1e-6, atol=1e-6)
+
+
+class _Tiny(nn.Module):
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Conv(4, (3, 3), use_bias=False)(x)
+    return layers.BatchNorm(use_running_average=not train, activation="silu")(x)
+
+
+@pytest.mark.parametrize("remat", ["conv", "block"])
+def test_remat_block_keeps_parameters_values_and_gradients(remat):
+  x = jax.random.normal(jax.random.key(7), (2, 6, 6, 3))
+  plain, rematted = _Tiny(), layers.remat_block(_Tiny, remat)()
+  variables = plain.init(jax.random.key(0), x, True)
+  assert jax.tree.map(jnp.shape, rematted.init(jax.random.key(0), x, True)) == \
+      jax.tree.map(jnp.shape, variables)
+
+  def loss(params, model):
+    y, _ = model.apply({**variables, "params": params}, x, True, mutable=["batch_stats"])
+    return jnp.sum(y ** 2)
+  np.testing.assert_allclose(loss(variables["params"], rematted), loss(variables["params"], plain),
+                             rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(jax.grad(loss)(variables["params"], rematted)),
+                  jax.tree.leaves(jax.grad(loss)(variables["params"], plain))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_remat_is_named():
+  with pytest.raises(ValueError, match="unknown remat 'all'"):
+    layers.remat_block(_Tiny, "all")
