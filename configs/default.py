@@ -29,6 +29,9 @@ def get_config() -> ml_collections.ConfigDict:
   # loss stay float32; README: mixed precision), for TPUs, GPUs and CPUs with bfloat16 units.
   config.model.dtype = "float32"
   config.model.drop_path_rate = 0.2
+  # What the backward pass recomputes instead of keeping: "none", "conv" (each block keeps its
+  # convolutions' outputs) or "block" (each block keeps only its input). Less memory, more time.
+  config.model.remat = "none"
   # Pretrained backbone: a directory written by `python -m agg_jax.weights convert` ("": random).
   config.model.init_from = ""
 

@@ -42,6 +42,7 @@ def scores(workdir) -> dict[str, np.ndarray]:
     ("--config.data.train_set=stylegan", "config.data.train_set='stylegan'"),
     ("--config.train.batch_size=7", "config.train.batch_size=7: must be even"),
     ("--config.model.blocks=(0,99)", "no block 99"),
+    ("--config.model.remat=all", "config.model.remat='all': use 'none' or one of"),
     ("--config.model.hidden=abc", "config.model.hidden=('abc',): must be a tuple of widths"),
     ("--config.data.image_size=4096", "the demo's photographs allow at most"),
     ("--config.data.source=nowhere", "config.data.source='nowhere': unknown"),

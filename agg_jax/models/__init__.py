@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from agg_jax.config_validation import require, require_fields
 from agg_jax.models.classifier import (AggregatedClassifier, LogitsClassifier, count_params,
                                        param_counts, resolve_windows)
-from agg_jax.models import efficientnet, xception
+from agg_jax.models import efficientnet, layers, xception
 from agg_jax.models.efficientnet import EfficientNet
 from agg_jax.models.xception import Xception
 
@@ -105,6 +105,11 @@ def check_config(config) -> None:
           config.num_primitives, "must be a whole number > 0")
   require(isinstance(config.drop_path_rate, (int, float)) and 0 <= config.drop_path_rate < 1,
           "model.drop_path_rate", config.drop_path_rate, "must be in [0, 1)")
+  remat = config.get("remat", "none")
+  require(remat in ("none", *layers.REMAT_POLICIES), "model.remat", remat,
+          f"use 'none' or one of {sorted(layers.REMAT_POLICIES)}")
+  require(remat == "none" or hasattr(create_backbone(config.name), "remat"), "model.remat", remat,
+          f"{config.name} has no rematerialisation; use 'none'")
   require(_whole_positive(config.pool_window) or _positive_list(config.pool_window),
           "model.pool_window", config.pool_window,
           "must be a window > 0, or one per stage")
@@ -119,6 +124,8 @@ def from_config(config) -> nn.Module:
   backbone_fields = {"dtype": jnp.dtype(config.dtype)}
   if hasattr(create_backbone(config.name), "drop_path_rate"):  # Xception has no stochastic depth
     backbone_fields["drop_path_rate"] = config.drop_path_rate
+  if config.get("remat", "none") != "none":  # (older run configs have no remat)
+    backbone_fields["remat"] = config.remat
   return create(config.name, head=config.head, **backbone_fields, **head_fields)
 
 

@@ -99,3 +99,26 @@ def test_model_accepts_uint8_and_float_pixels_alike():
   a, _ = model.apply(variables, x.astype(jnp.uint8))
   b, _ = model.apply(variables, x.astype(jnp.float32))
   np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_rematerialised_detector_trains_exactly_as_the_plain_one():
+  """model.remat changes what the backward pass keeps, not the loss, gradients or statistics
+  (both policies on a small module: test_layers)."""
+  x = jax.random.randint(jax.random.key(2), (2, 32, 32, 3), 0, 256).astype(jnp.uint8)
+  plain = models.create("efficientnetv2_tiny", hidden=(8,), drop_path_rate=0.0)
+  rematted = models.create("efficientnetv2_tiny", hidden=(8,), drop_path_rate=0.0, remat="block")
+  variables = plain.init(jax.random.key(0), x)
+
+  def loss(params, model):
+    (logits, primitives), updates = model.apply({**variables, "params": params}, x, train=True,
+                                                mutable=["batch_stats"])
+    return jnp.sum(logits ** 2) + jnp.sum(primitives["primitives"] ** 2), updates
+
+  grad = jax.value_and_grad(loss, has_aux=True)
+  (want, want_stats), want_grads = grad(variables["params"], plain)
+  (got, got_stats), got_grads = grad(variables["params"], rematted)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves((got_grads, got_stats)),
+                  jax.tree.leaves((want_grads, want_stats))):
+    # recomputation reorders float32 sums: equal to 1e-5 of each gradient's scale
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
