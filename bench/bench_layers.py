@@ -1,0 +1,132 @@
+"""agg_jax's hand-written layers against the plain JAX/Flax form of the same computation, in the
+same run: seconds of a jitted forward and backward pass (the gradient of sum(y^2) by the input
+and every parameter) at EfficientNetV2-S's shapes (256x256 input, batch 16), alternating rounds
+after a warm-up, medians and the ratio.
+
+  depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written kernel gradient)
+              against autodiff of the same shifted form and XLA's grouped convolution
+  batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
+              flax.linen.BatchNorm followed by the activation
+  avg_pool    head.average_pool (crop, reshape, mean) against flax.linen.avg_pool
+
+  python bench/bench_layers.py
+  python bench/bench_layers.py --layers=depthwise --batch=8
+"""
+
+import functools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import agg_jax  # noqa: E402,F401  (its CPU defaults, before JAX starts)
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from agg_jax.models import head, layers  # noqa: E402
+
+LAYERS = ("depthwise", "batch_norm", "avg_pool")
+flags.DEFINE_list("layers", list(LAYERS), f"Which of {LAYERS} to measure.")
+flags.DEFINE_integer("batch", 16, "Batch size.")
+flags.DEFINE_integer("steps", 5, "Timed calls per round.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds; the median round is reported.")
+FLAGS = flags.FLAGS
+
+
+class _AutodiffDepthwise(nn.Module):
+  """The shifted depthwise convolution differentiated by JAX (no custom VJP)."""
+  kernel_size: int
+  stride: int
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (self.kernel_size, self.kernel_size, 1, x.shape[-1]))
+    pads = tuple(layers.same_padding(n, self.kernel_size, self.stride) for n in x.shape[1:3])
+    return layers._shifted_forward(x, kernel, self.stride, pads)  # pylint: disable=protected-access
+
+
+class _FlaxBatchNorm(nn.Module):
+  activation: str
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.BatchNorm(use_running_average=False, momentum=0.99, epsilon=1e-3)(x)
+    return layers.ACTIVATIONS[self.activation][0](x)
+
+
+def _module_grad(module, shape):
+  """A jitted fwd+bwd of `module` on a (B, H, W, C) input: d sum(y^2) / d (x, params)."""
+  x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
+  variables = module.init(jax.random.key(1), x)
+
+  def loss(params, x):
+    y = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])[0]
+    return jnp.sum(jnp.square(y))
+  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+  return lambda: jax.block_until_ready(grad(variables["params"], x))
+
+
+def _function_grad(fn, shape):
+  x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.square(fn(x)))))
+  return lambda: jax.block_until_ready(grad(x))
+
+
+def cases():
+  """(name, shape, {variant: fwd+bwd call}); the first variant is agg_jax's."""
+  out = []
+  if "depthwise" in FLAGS.layers:
+    for shape, stride in (((64, 64, 192), 1), ((32, 32, 512), 1), ((16, 16, 960), 1),
+                          ((32, 32, 512), 2)):
+      out.append((f"depthwise 3x3 /{stride}", shape, {
+          "agg_jax": _module_grad(layers.DepthwiseConv(3, stride), shape),
+          "autodiff": _module_grad(_AutodiffDepthwise(3, stride), shape),
+          "xla_grouped": _module_grad(layers.DepthwiseConv(3, stride, "xla"), shape)}))
+  if "batch_norm" in FLAGS.layers:
+    for shape in ((128, 128, 24), (64, 64, 192), (16, 16, 960)):
+      out.append(("batch_norm+silu", shape, {
+          "agg_jax": _module_grad(layers.BatchNorm(False, 0.99, 1e-3, "silu"), shape),
+          "flax": _module_grad(_FlaxBatchNorm("silu"), shape)}))
+  if "avg_pool" in FLAGS.layers:
+    for shape in ((128, 128, 24), (32, 32, 160)):
+      out.append(("avg_pool 7x7", shape, {
+          "agg_jax": _function_grad(functools.partial(head.average_pool, window=(7, 7)), shape),
+          "flax": _function_grad(lambda x: nn.avg_pool(x, (7, 7), (7, 7), "VALID"), shape)}))
+  return out
+
+
+def timed(call) -> float:
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    call()
+  return (time.perf_counter() - start) / FLAGS.steps
+
+
+def main(_):
+  unknown = set(FLAGS.layers) - set(LAYERS)
+  if unknown:
+    raise app.UsageError(f"--layers: unknown {sorted(unknown)}; use some of {LAYERS}")
+  print(f"forward + backward, batch {FLAGS.batch}, float32, {jax.devices()[0].device_kind} "
+        f"({os.cpu_count()} CPUs); median of {FLAGS.rounds} alternating rounds of "
+        f"{FLAGS.steps} calls after a warm-up")
+  print(f"{'layer':17s} {'input':>13s} {'variant':12s} {'ms':>9s} {'agg_jax speed-up':>17s}")
+  for name, shape, variants in cases():
+    for call in variants.values():
+      call()  # compile
+      timed(call)  # warm-up
+    rounds = {variant: [] for variant in variants}
+    for _ in range(FLAGS.rounds):
+      for variant, call in variants.items():
+        rounds[variant].append(timed(call))
+    medians = {variant: float(np.median(times)) for variant, times in rounds.items()}
+    for variant, seconds in medians.items():
+      print(f"{name:17s} {'x'.join(map(str, shape)):>13s} {variant:12s} {seconds * 1e3:9.2f} "
+            f"{medians[variant] / medians['agg_jax']:16.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
