@@ -20,9 +20,10 @@ head, 256x256, batch 16, 2 cores; bench/bench_cpu_defaults.py measures them on y
 Since freed memory is kept, the training loop hands back what compilation used once its first
 step has been dispatched (`release_free_memory`, about 0.6 GB for that step).
 
-For less memory at some cost in speed, XLA's memory-minimising scheduler
+XLA's memory-minimising scheduler
 (`XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`) and rematerialisation
-(`model.remat`) are there to choose; bench/bench_cpu_defaults.py measures them side by side.
+(`model.remat`) shrink a step's buffers; bench/bench_cpu_defaults.py measures them side by side
+(docs/architecture.md, "Speed and memory on CPU").
 
 `AGG_JAX_XLA_FLAGS=none` or `AGG_JAX_MALLOC=system` in the environment switches either off.
 Both take effect only if agg_jax is imported before JAX creates its CPU backend (its first
