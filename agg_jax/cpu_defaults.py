@@ -50,20 +50,24 @@ def merged_xla_flags(xla_flags: str, defaults: dict[str, str] = XLA_FLAGS) -> st
   return " ".join([xla_flags.strip(), *extra]).strip()
 
 
+def _glibc():
+  """The process's C library if it is glibc (whose malloc these settings address), else None."""
+  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    return None
+  return ctypes.CDLL(None)
+
+
 def tune_malloc() -> bool:
   """Applies `MALLOPT` to glibc's malloc; False where the C library is not glibc."""
-  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-    return False
-  libc = ctypes.CDLL(None)
-  return all(libc.mallopt(param, value) == 1 for param, value in MALLOPT)
+  libc = _glibc()
+  return libc is not None and all(libc.mallopt(param, value) == 1 for param, value in MALLOPT)
 
 
 def release_free_memory() -> bool:
   """Returns the free pages of glibc's heap to the system (`malloc_trim`); False where the C
   library is not glibc."""
-  if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-    return False
-  return bool(ctypes.CDLL(None).malloc_trim(0))
+  libc = _glibc()
+  return libc is not None and bool(libc.malloc_trim(0))
 
 
 def apply(environ=os.environ) -> None:

@@ -47,31 +47,18 @@ flags.DEFINE_string("worker", "", "Internal: run as the worker of this variant."
 FLAGS = flags.FLAGS
 
 
-def peak_resident_gb() -> float:
-  with open("/proc/self/status") as status:
-    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 2**20
-
-
 def worker():
   """Compiles the step, answers each "round" line on stdin with that round's seconds per step,
   and "end" with its peak resident memory."""
   # pylint: disable=import-outside-toplevel  (the parent never imports JAX)
   sys.path.insert(0, ROOT)
-  from agg_jax import cpu_defaults, models, sharding, train  # first: its defaults, then JAX
+  from agg_jax import cpu_defaults  # first: its defaults, then JAX
   import jax
-  import numpy as np
+  import bench_common
   from configs import default
   config = default.get_config()
   config.model.name, config.model.remat = FLAGS.model, VARIANTS[FLAGS.worker][1]
-  mesh = sharding.make_mesh(config.mesh)
-  state, shardings = train.init_state(models.from_config(config.model),
-                                      train.create_optimizer(config), config, mesh,
-                                      (FLAGS.size, FLAGS.size, 3))
-  step = train.make_train_step(mesh, shardings)
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch({
-      "images": rng.integers(0, 256, (FLAGS.batch, FLAGS.size, FLAGS.size, 3), np.uint8),
-      "labels": np.tile(np.float32([0, 1]), FLAGS.batch // 2)}, mesh)
+  state, step, batch = bench_common.synthetic_train_step(config, FLAGS.size, FLAGS.batch)
 
   def run(steps: int) -> float:
     nonlocal state
@@ -89,7 +76,7 @@ def worker():
     if line.strip() == "end":
       break
     print(json.dumps({"step_s": run(FLAGS.steps)}), flush=True)
-  print(json.dumps({"peak_gb": peak_resident_gb()}), flush=True)
+  print(json.dumps({"peak_gb": bench_common.peak_resident_gb()}), flush=True)
 
 
 def start_worker(variant: str) -> subprocess.Popen:

@@ -25,7 +25,6 @@ bench/README.md holds the latest table.
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+import bench_common  # noqa: E402
 from agg_jax import evaluate, models, sharding, train  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
@@ -80,19 +80,15 @@ class AggJax:
     config.model.name, config.model.dtype = FLAGS.model, FLAGS.dtype
     self.mesh = sharding.make_mesh(config.mesh)
     model = models.create(FLAGS.model, head=head, dtype=jnp.dtype(FLAGS.dtype))
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (FLAGS.batch, FLAGS.size, FLAGS.size, 3), np.uint8)
-    labels = _labels(FLAGS.batch)
     if head is not None:
-      self.state, shardings = train.init_state(model, train.create_optimizer(config), config,
-                                               self.mesh, (FLAGS.size, FLAGS.size, 3))
-      self.batch = sharding.global_batch(
-          {"images": images, "labels": labels.astype(np.float32)}, self.mesh)
-      self.train_step = train.make_train_step(self.mesh, shardings)
+      self.state, self.train_step, self.batch = bench_common.synthetic_train_step(
+          config, FLAGS.size, FLAGS.batch, model)
       predict = evaluate.make_predict_fn(model, self.mesh)
     else:
       self.state = self._backbone_state(model, config)
-      self.batch = {"images": jnp.asarray(images), "labels": jnp.asarray(labels)}
+      images = np.random.default_rng(0).integers(
+          0, 256, (FLAGS.batch, FLAGS.size, FLAGS.size, 3), np.uint8)
+      self.batch = {"images": jnp.asarray(images), "labels": jnp.asarray(_labels(FLAGS.batch))}
       self.train_step = self._backbone_train_step(model)
       predict = jax.jit(lambda variables, images: model.apply(variables, images,
                                                               train=False)[0])
@@ -220,16 +216,6 @@ def timed(side) -> float:
   return (time.perf_counter() - start) / FLAGS.steps
 
 
-def peak_resident_gb() -> float:
-  """This process's peak resident size (VmHWM: since its exec, unlike the ru_maxrss of a child,
-  which counts the parent's pages at fork time)."""
-  with open("/proc/self/status") as status:
-    for line in status:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) / 2**20
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux
-
-
 def run_alone(name: str, cache: str = "") -> dict:
   """Runs one side in a process of its own: its first call and peak resident memory (GB)."""
   argv = [sys.executable, os.path.abspath(__file__), f"--only={name}",
@@ -250,7 +236,7 @@ def main(_):
   if FLAGS.only:
     side, first_s = first_call(FLAGS.only)
     timed(side)
-    print(json.dumps({"first_call_s": first_s, "peak_gb": peak_resident_gb()}))
+    print(json.dumps({"first_call_s": first_s, "peak_gb": bench_common.peak_resident_gb()}))
     return
   unknown = set(FLAGS.sides) - set(SIDES)
   if unknown:

@@ -20,7 +20,8 @@ import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from agg_jax import models, sharding, train  # noqa: E402
+import bench_common  # noqa: E402
+from agg_jax import models  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
 flags.DEFINE_string("model", "efficientnetv2_mini", "Backbone name.")
@@ -40,15 +41,8 @@ def make_step(**backbone_fields):
   """(compile seconds, a function that times FLAGS.steps steps) of the jitted train step."""
   config = default_config.get_config()
   config.model.name = FLAGS.model
-  mesh = sharding.make_mesh(config.mesh)
-  model = models.create(FLAGS.model, **backbone_fields)
-  state, shardings = train.init_state(model, train.create_optimizer(config), config, mesh,
-                                      (FLAGS.size, FLAGS.size, 3))
-  step = train.make_train_step(mesh, shardings)
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch({
-      "images": rng.integers(0, 256, (FLAGS.batch, FLAGS.size, FLAGS.size, 3), np.uint8),
-      "labels": np.tile(np.float32([0, 1]), FLAGS.batch // 2)}, mesh)
+  state, step, batch = bench_common.synthetic_train_step(
+      config, FLAGS.size, FLAGS.batch, models.create(FLAGS.model, **backbone_fields))
   start = time.perf_counter()
   state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
