@@ -50,6 +50,11 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray) -> dict:
           "accuracy": float((predicted == labels.astype(bool)).mean())}
 
 
+def crop_of(config) -> float:
+  """The central fraction of the aligned face the model reads (`data.crop`; 1.0 without it)."""
+  return float(config.data.get("crop", 1.0))
+
+
 def alignment_of(config) -> tuple[dict, str]:
   """The face alignment of the run's training data, and where it comes from."""
   if config.data.source == "tfds":
@@ -145,8 +150,9 @@ def export_run(config, workdir, platforms=("cpu",), trimmed: int | None = None) 
       "run": str(workdir), "model": config.model.to_dict(), "train_set": dataset.train_set,
       "input": {"image_size": int(data.image_shape(config.data)[0]), "dtype": "uint8",
                 "channels": "RGB", "range": [0, 255], "alignment": alignment,
-                "alignment_source": alignment_source,
-                "resize": "aligned faces resized to image_size with OpenCV INTER_AREA"},
+                "alignment_source": alignment_source, "crop": crop_of(config),
+                "resize": "the central crop (fraction of the aligned face's side) resized to "
+                          "image_size with OpenCV INTER_AREA"},
       "threshold": threshold,
       "blocks": list(getattr(model, "windows", {})), "ranking": ranking,
       "ranking_source": ranking_source, "cam_layers": ranking[:CAM_LAYERS],

@@ -3,9 +3,9 @@
 An export folder (export.py writes it) holds
 
   model.json              format and version, the model config, the input contract (side,
-                          uint8 RGB in [0, 255], the face alignment and how faces are resized),
-                          the decision threshold and how it was chosen, the aggregated blocks and
-                          their ranking, the CAM layers, the platforms
+                          uint8 RGB in [0, 255], the face alignment, the central crop read and
+                          how faces are resized), the decision threshold and how it was chosen,
+                          the aggregated blocks and their ranking, the CAM layers, the platforms
   variables.safetensors   the best checkpoint's variables (no optimizer state), keys
                           "params/backbone/stem_conv/kernel", ...
   detector.jaxexport      serialized `jax.export` of (variables, images (b, S, S, 3) uint8) ->
@@ -27,7 +27,7 @@ from etils import epath
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 
-from agg_jax import fileio
+from agg_jax import face_input, fileio
 
 FORMAT = "agg_jax-export"
 FORMAT_VERSION = 1
@@ -92,16 +92,16 @@ class Detector:
   def cam_layers(self) -> list[str]:
     return list(self.info.get("cam_layers", [])) if self._cam is not None else []
 
+  @property
+  def crop(self) -> float:
+    """The central fraction of the aligned face's side the model reads (1.0 before it existed)."""
+    return float(self.info["input"].get("crop", 1.0))
+
   def prepare(self, faces: np.ndarray) -> np.ndarray:
-    """Aligned faces (B, A, A, 3) uint8 at the alignment's side -> the model's side, resized as
-    the training data was (OpenCV INTER_AREA)."""
-    import cv2  # pylint: disable=import-outside-toplevel
+    """Aligned faces (B, A, A, 3) uint8 at the alignment's side -> the model's input, as the
+    training data was read (face_input.model_input: the central crop, OpenCV INTER_AREA)."""
     faces = np.asarray(faces, np.uint8)
-    side = self.image_size
-    if faces.shape[1:3] == (side, side):
-      return faces
-    return np.stack([cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-                     for face in faces])
+    return np.stack([face_input.model_input(face, self.image_size, self.crop) for face in faces])
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """Probability of fake (B,) for uint8 images (B, S, S, 3)."""

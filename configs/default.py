@@ -83,4 +83,4 @@ def use_face_dataset(config: ml_collections.ConfigDict, dataset: str, train_set:
       "source": "tfds", "data_dir": "~/tensorflow_datasets", "dataset": dataset,
       "train_set": train_set, "train_mix": (), "test_sets": tuple(test_sets),
       "real": tuple(real), "test_real": tuple(test_real), "image_size": image_size,
-      "workers": 2, "augment": config.data.augment})
+      "crop": 1.0, "max_padding": 1.0, "workers": 2, "augment": config.data.augment})

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import jax
 import numpy as np
 import pytest
@@ -33,6 +34,7 @@ def test_the_export_holds_its_contract(tiny_export):
   assert info["format_version"] == exported.FORMAT_VERSION
   assert info["input"]["image_size"] == 32 and info["input"]["range"] == [0, 255]
   assert info["input"]["alignment"] == Settings().key()
+  assert info["input"]["crop"] == 1.0  # the demo run reads whole faces
   assert info["platforms"] == ["cpu", "tpu"]
   assert sorted(info["ranking"]) == info["blocks"] and len(info["blocks"]) == 7
   assert info["cam_layers"] == info["ranking"][:2]
@@ -41,6 +43,21 @@ def test_the_export_holds_its_contract(tiny_export):
   assert f"threshold {info['threshold']['value']:.4f}" in out.stdout
   detector = exported.load(folder)
   assert set(detector.variables) == {"params", "batch_stats"}  # no optimizer state
+
+
+def test_prepare_reads_faces_as_the_run_did(tiny_export, tmp_path):
+  """An export of a run that read the central half of each face (data.crop=0.5) gives the
+  model that half of an aligned face, resized as the data source resized it."""
+  folder = tmp_path / "export"
+  shutil.copytree(tiny_export[0] / "export", folder)
+  info = json.loads((folder / "model.json").read_text())
+  info["input"]["crop"] = 0.5
+  (folder / "model.json").write_text(json.dumps(info))
+  faces = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+  prepared = exported.load(folder).prepare(faces)
+  np.testing.assert_array_equal(prepared[0], cv2.resize(faces[0, 24:72, 24:72], (32, 32),
+                                                        interpolation=cv2.INTER_AREA))
+  assert prepared.shape == (2, 32, 32, 3)
 
 
 def test_exported_scores_equal_the_runs_own_and_the_training_models(tiny_export):

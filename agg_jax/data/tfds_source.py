@@ -18,6 +18,13 @@ Config fields (`config.data`):
   real           real sources of training and validation (() for all of the dataset's)
   test_real      real sources of the test sets (() for all)
   image_size     the side the faces are resized to when read (the stored side: no resizing)
+  crop           the central fraction of each aligned face's side that is read (1.0: all of
+                 it), before resizing; e.g. 0.5 keeps the face's interior and drops the margin
+                 where a tight source photo leaves black padding (optional, default 1.0)
+  max_padding    faces whose crop is more than this fraction black padding (pixels black in
+                 every channel, as the aligner fills outside the source picture) are left out
+                 of every set; 1.0 keeps all (optional, the default). Finding them reads every
+                 face of the sets once, when the data is loaded
 
 Each set holds the real faces of its dataset and partition (train, validation or test) with the
 fakes of its method. A test set's ids and video ids are read from its records when it is first
@@ -29,17 +36,26 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping
 
-import cv2
 import ml_collections
 import numpy as np
 
 from agg_jax import datasets as face_datasets
+from agg_jax import face_input
 from agg_jax.config_validation import ConfigError, require, require_fields
 from agg_jax.data.split import FAKE, REAL, Dataset, Split
 from agg_jax.datasets import faces
 
 FIELDS = ("data_dir", "dataset", "train_set", "train_mix", "test_sets", "real", "test_real",
           "image_size")
+OPTIONAL = {"crop": 1.0, "max_padding": 1.0}  # fields that configs written before them lack
+
+
+def crop_of(data: ml_collections.ConfigDict) -> float:
+  return float(data.get("crop", OPTIONAL["crop"]))
+
+
+def max_padding_of(data: ml_collections.ConfigDict) -> float:
+  return float(data.get("max_padding", OPTIONAL["max_padding"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,18 +116,24 @@ class Segment:
   folder: str  # a prepared dataset's version folder
   split: str  # a split of it
   size: int
+  rows: tuple[int, ...] | None = None  # the split's examples it holds (None: all, in order)
+
+  def local(self, indices: list[int]) -> list[int]:
+    """The split's example indices of the segment's `indices`."""
+    return indices if self.rows is None else [self.rows[i] for i in indices]
 
 
 class RecordImages:
-  """The faces of several prepared splits, one after the other, read by random access and
-  resized to `side` (INTER_AREA) where it differs from the stored side.
+  """The faces of several prepared splits, one after the other, read by random access: the
+  central `crop` of each, resized to `side` (`face_input.model_input`).
 
   Picklable: each process opens the record files on first read (grain's worker processes).
   """
 
-  def __init__(self, segments: list[Segment], side: int):
+  def __init__(self, segments: list[Segment], side: int, crop: float = 1.0):
     self.segments = segments
     self.side = side
+    self.crop = crop
     self.offsets = np.cumsum([0] + [s.size for s in segments])
     self._sources = None
 
@@ -146,7 +168,7 @@ class RecordImages:
     out = [None] * len(indices)
     for segment in np.unique(which):
       rows = np.flatnonzero(which == segment)
-      local = (indices[rows] - self.offsets[segment]).tolist()
+      local = self.segments[segment].local((indices[rows] - self.offsets[segment]).tolist())
       for row, record in zip(rows, sources[segment].__getitems__(local)):
         out[row] = record
     return out
@@ -154,10 +176,7 @@ class RecordImages:
   def read(self, indices: np.ndarray) -> np.ndarray:
     images = np.empty((len(indices), *self.shape), np.uint8)
     for i, record in enumerate(self.records(indices)):
-      face = faces.decode_png(record["image"])
-      if face.shape[0] != self.side:
-        face = cv2.resize(face, (self.side, self.side), interpolation=cv2.INTER_AREA)
-      images[i] = face
+      images[i] = face_input.model_input(faces.decode_png(record["image"]), self.side, self.crop)
     return images
 
 
@@ -204,12 +223,17 @@ class LazySplits(Mapping):
     return len(self._makers)
 
 
+_KEPT = {}  # (folder, split, crop, max_padding) -> the segment of the faces kept: one scan each
+
+
 class _Sets:
   """Builds the splits of `config.data`, opening each prepared dataset once."""
 
   def __init__(self, data: ml_collections.ConfigDict):
     self.data = data
     self.side = int(data.image_size)
+    self.crop = crop_of(data)
+    self.max_padding = max_padding_of(data)
     self._prepared = {}
 
   def prepared(self, dataset: str) -> Prepared:
@@ -229,10 +253,28 @@ class _Sets:
     return ([Segment(prepared.folder, split, prepared.sizes[split]) for split, _, _ in parts],
             [label for _, label, _ in parts], [method for _, _, method in parts])
 
+  def kept(self, segment: Segment) -> Segment:
+    """`segment` without the faces whose crop is more than `max_padding` padding."""
+    if self.max_padding >= 1.0:
+      return segment
+    key = (segment.folder, segment.split, self.crop, self.max_padding)
+    if key not in _KEPT:
+      whole = RecordImages([segment], self.side, self.crop)
+      padding = np.asarray([
+          face_input.border_fraction(face_input.central_crop(faces.decode_png(r["image"]),
+                                                             self.crop))
+          for start in range(0, segment.size, 256)
+          for r in whole.records(np.arange(start, min(start + 256, segment.size)))])
+      rows = tuple(np.flatnonzero(padding <= self.max_padding).tolist())
+      _KEPT[key] = dataclasses.replace(segment, size=len(rows), rows=rows)
+      print(f"data.max_padding={self.max_padding}: {segment.size - len(rows)} of "
+            f"{segment.size} faces of {segment.split} left out", flush=True)
+    return _KEPT[key]
+
   def split(self, dataset: str, partition: str, methods: list[str], real: tuple,
             scan: bool = False) -> Split:
     segments, labels, methods = self.segments(dataset, partition, methods, real)
-    images = RecordImages(segments, self.side)
+    images = RecordImages([self.kept(s) for s in segments], self.side, self.crop)
     return _split(images, labels, methods, scan)
 
 
@@ -246,6 +288,12 @@ def check(data: ml_collections.ConfigDict) -> None:
   require_fields(data, "data", FIELDS, "the tfds source")
   require(isinstance(data.image_size, int) and data.image_size >= 32 and data.image_size % 16 == 0,
           "data.image_size", data.image_size, "must be a multiple of 16, at least 32")
+  crop, max_padding = data.get("crop", 1.0), data.get("max_padding", 1.0)
+  require(isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1,
+          "data.crop", crop, "must be a fraction of the face's side in (0, 1]")
+  require(isinstance(max_padding, (int, float)) and not isinstance(max_padding, bool)
+          and 0 <= max_padding <= 1, "data.max_padding", max_padding,
+          "must be a fraction in [0, 1] (1: keep every face)")
   require(isinstance(data.dataset, str) and data.dataset, "data.dataset", data.dataset,
           "must name a prepared dataset, 'builder/config'")
   for key in ("real", "test_real", "test_sets", "train_mix"):
@@ -271,6 +319,24 @@ def check(data: ml_collections.ConfigDict) -> None:
 
 def image_shape(data: ml_collections.ConfigDict) -> tuple[int, int, int]:
   return (int(data.image_size), int(data.image_size), 3)
+
+
+def real_faces(data: ml_collections.ConfigDict, source: str,
+               partitions=faces.PARTITIONS) -> Split:
+  """Every face of one real source of `data.dataset` in those of `partitions` that have it, read
+  as `data` reads faces (crop, max_padding): e.g. a source kept out of training, as a test of
+  unseen real photos."""
+  sets = _Sets(data)
+  prepared = sets.prepared(data.dataset)
+  having = [p for p in partitions if faces.slug(source) in prepared.groups(p, "real")]
+  if not having:
+    raise ConfigError(f"{data.dataset} has no real source {source!r} (it has: "
+                      f"{', '.join(prepared.groups('train', 'real')) or 'none'})")
+  segments = []
+  for partition in having:
+    segments += sets.segments(data.dataset, partition, [], (source,))[0]
+  images = RecordImages([sets.kept(s) for s in segments], sets.side, sets.crop)
+  return _split(images, [REAL] * len(segments), ["real"] * len(segments), scan=True)
 
 
 def load(data: ml_collections.ConfigDict) -> Dataset:

@@ -7,12 +7,13 @@ checked against what was written; no alignment is involved (the builders' own te
 
 import json
 
+import cv2
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from agg_jax import data, datasets
+from agg_jax import data, datasets, face_input
 from agg_jax.config_validation import ConfigError
 from agg_jax.data import tfds_source
 from agg_jax.datasets import faces
@@ -111,6 +112,32 @@ def test_images_are_resized_to_the_configured_size(data_dir):
   assert image.shape == (32, 32, 3) and image[0, 0, 2] == 255 and image[0, -1, 2] == 0
 
 
+def test_crop_reads_the_centre_of_each_face(data_dir):
+  split = data.load(make_config(data_dir, crop=0.5)).train
+  (name, index), = decoded(split.images.read(np.array([3])))
+  np.testing.assert_array_equal(split.images.read(np.array([3]))[0],
+                                cv2.resize(face(name, index)[16:48, 16:48], (SIDE, SIDE),
+                                           interpolation=cv2.INTER_AREA))
+
+
+def test_max_padding_leaves_out_faces_with_black_in_their_crop(data_dir):
+  # The first real training face (split 0, index 0) is black on its right half, no other is.
+  assert face_input.border_fraction(face("train_real_yonsei", 0)) == 0.5
+  kept = data.load(make_config(data_dir, max_padding=0.4)).train
+  assert len(kept) == 12 - 1 + 10
+  assert ("train_real_yonsei", 0) not in decoded(kept.images.read(np.arange(len(kept))))
+  assert len(data.load(make_config(data_dir, max_padding=0.5)).train) == 12 + 10
+  # a central crop of it is still half black
+  assert len(data.load(make_config(data_dir, max_padding=0.4, crop=0.5)).train) == 12 - 1 + 10
+
+
+def test_real_faces_of_a_source_from_every_partition(data_dir):
+  amfd = tfds_source.real_faces(make_config(data_dir), "amfd")
+  assert len(amfd) == 4 and (amfd.labels == 0).all()
+  assert sorted(decoded(amfd.images.read(np.arange(4)))) == [
+      ("train_real_amfd", i) for i in range(4)]
+
+
 def test_test_sets_read_ids_and_video_ids_only_when_used(data_dir):
   dataset = data.load(make_config(data_dir))
   assert dataset.test._made == {}  # pylint: disable=protected-access
@@ -150,6 +177,9 @@ def test_a_missing_dataset_names_the_build_command(data_dir, tmp_path):
     ({"train_mix": (("gan", 0),)}, "data.train_mix"),
     ({"image_size": 40}, "data.image_size=40"),
     ({"workers": -1}, "data.workers=-1"),
+    ({"crop": 0}, "data.crop=0"),
+    ({"crop": 1.5}, "data.crop=1.5"),
+    ({"max_padding": -0.1}, "data.max_padding=-0.1"),
 ])
 def test_config_mistakes_name_the_field(data_dir, overrides, expected):
   with pytest.raises(ConfigError, match=None) as error:
