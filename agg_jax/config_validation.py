@@ -1,7 +1,7 @@
 """`ConfigError` and `require`: how every module states a rule about its config fields.
 
 Each module checks the fields it reads, in one function (`models.check_config`,
-`data.check_config`, ...); a run checks them all before any compute (`main.check_config`). The
+`data.check_config`, ...); a run checks them all before any compute (`run.check_config`). The
 message names the key, its value and what would work.
 """
 

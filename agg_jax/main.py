@@ -26,7 +26,7 @@ import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
-from agg_jax import cli, data, models, preemption, run, sharding
+from agg_jax import cli, preemption, run
 
 PROG = "agg_jax.main"
 MODES = ("train", "evaluate", "analyze", "export")
@@ -73,18 +73,6 @@ def given_config() -> ml_collections.ConfigDict | None:
   return config
 
 
-def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
-  """Every field a run reads, checked by the module that reads it, before any compute."""
-  from agg_jax import train, weights  # pylint: disable=import-outside-toplevel
-  from agg_jax.analysis import settings  # pylint: disable=import-outside-toplevel
-  models.check_config(config.model)
-  weights.check_config(config.model)
-  data.check_config(config.data)
-  sharding.check_config(config, device_count)
-  train.check_config(config, device_count)
-  settings.check_config(config)
-
-
 def initialize_distributed() -> None:
   """Joins the multi-host job; CPU devices exchange collectives over gloo (no effect on GPU/TPU)."""
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -100,7 +88,7 @@ def main(argv: list[str]) -> int:
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(FLAGS.compilation_cache))
   if FLAGS.distributed:
     initialize_distributed()
-  check_config(config, jax.device_count())
+  run.check_config(config, jax.device_count())
   from agg_jax import evaluate, train, weights  # pylint: disable=import-outside-toplevel
   logging.info("devices: %s", jax.devices())
   try:

@@ -44,6 +44,19 @@ class RunError(UsageError):
   """A run directory that is missing, incomplete or unreadable; the message names the file."""
 
 
+def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
+  """Every field a run reads, checked by the module that reads it, before any compute."""
+  # pylint: disable=import-outside-toplevel
+  from agg_jax import data, models, sharding, train, weights
+  from agg_jax.analysis import settings
+  models.check_config(config.model)
+  weights.check_config(config.model)
+  data.check_config(config.data)
+  sharding.check_config(config, device_count)
+  train.check_config(config, device_count)
+  settings.check_config(config)
+
+
 def check_workdir(workdir) -> None:
   """A work directory must be a folder, or not exist yet."""
   path = fileio.path(workdir)

@@ -88,10 +88,10 @@ def test_path_mistakes_are_one_line_and_leave_nothing(tmp_path):
 def test_the_papers_config_is_accepted_and_its_data_can_be_made():
   """configs/default.py (EfficientNetV2-S at 256 px on the demo source) passes every check, and
   the demo makes 256-pixel images for it."""
-  from agg_jax import data, main  # pylint: disable=import-outside-toplevel
+  from agg_jax import data, run  # pylint: disable=import-outside-toplevel
   from configs import default  # pylint: disable=import-outside-toplevel
   config = default.get_config()
-  main.check_config(config, device_count=1)
+  run.check_config(config, device_count=1)
   images = data.load(config.data).test["upsample"].images.read([0, 511])
   assert images.shape == (2, 256, 256, 3) and images.dtype == np.uint8
 

@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-from agg_jax import main
+from agg_jax import run
 from agg_jax.config_validation import ConfigError
 from tests.helpers import REPO
 
@@ -36,7 +36,7 @@ def test_a_config_checks_up_to_its_missing_dataset(name, tmp_path):
   config.data.data_dir = str(tmp_path)
   config.model.init_from = ""  # `make weights` output; checked in tests/weights
   with pytest.raises(ConfigError) as error:
-    main.check_config(config, device_count=1)
+    run.check_config(config, device_count=1)
   message = str(error.value)
   assert f"is not prepared in {tmp_path}" in message
   assert f"python -m agg_jax.datasets build {builder} --manual_dir=<folder>" in message
@@ -46,3 +46,17 @@ def test_faces_mini_takes_the_training_method_after_a_colon():
   from configs import faces_mini
   assert faces_mini.get_config("sd21").data.train_set == "sd21"
   assert faces_mini.get_config().model.init_from == "weights/efficientnet_lite0"
+
+
+def test_faces_mini_grid_settings_name_fields_of_its_config():
+  """The grid's controls and shared budget override fields the config has, with valid values."""
+  from agg_jax.grid import cells
+  from configs import faces_mini
+  for control in faces_mini.CONTROLS:
+    cell = cells.Cell(control, "logits", "gan", 0)
+    config = cells.cell_config(faces_mini, cell, faces_mini.CONTROLS, faces_mini.GRID)
+    assert config.seed == 0 and config.model.head == "logits"
+    for key, value in {**faces_mini.CONTROLS[control], **faces_mini.GRID}.items():
+      section, field = key.split(".")
+      assert config[section][field] == value
+  assert faces_mini.CONTROLS["face_crop"] == {"data.crop": 0.5, "data.max_padding": 0.0}
