@@ -3,6 +3,7 @@ same run: seconds of a jitted forward and backward pass (the gradient of sum(y^2
 and every parameter) at EfficientNetV2-S's shapes (256x256 input, batch 16), alternating rounds
 after a warm-up, medians and the ratio.
 
+  pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul) against flax.linen.Conv
   depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written kernel gradient)
               against autodiff of the same shifted form and XLA's grouped convolution
   batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
@@ -28,7 +29,7 @@ from absl import app, flags  # noqa: E402
 
 from agg_jax.models import head, layers  # noqa: E402
 
-LAYERS = ("depthwise", "batch_norm", "avg_pool")
+LAYERS = ("pointwise", "depthwise", "batch_norm", "avg_pool")
 flags.DEFINE_list("layers", list(LAYERS), f"Which of {LAYERS} to measure.")
 flags.DEFINE_integer("batch", 16, "Batch size.")
 flags.DEFINE_integer("steps", 5, "Timed calls per round.")
@@ -79,6 +80,12 @@ def _function_grad(fn, shape):
 def cases():
   """(name, shape, {variant: fwd+bwd call}); the first variant is agg_jax's."""
   out = []
+  if "pointwise" in FLAGS.layers:
+    for shape, features in (((128, 128, 24), 96), ((64, 64, 192), 48), ((16, 16, 160), 960),
+                            ((16, 16, 960), 160), ((8, 8, 256), 1536)):
+      out.append((f"1x1 conv ->{features}", shape, {
+          "agg_jax": _module_grad(layers.PointwiseConv(features), shape),
+          "flax_conv": _module_grad(nn.Conv(features, (1, 1), use_bias=False), shape)}))
   if "depthwise" in FLAGS.layers:
     for shape, stride in (((64, 64, 192), 1), ((32, 32, 512), 1), ((16, 16, 960), 1),
                           ((32, 32, 512), 2)):

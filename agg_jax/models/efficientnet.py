@@ -61,6 +61,16 @@ def conv_padding(mode: Padding, kernel: int):
   return "SAME" if mode == "same" else [(kernel // 2, kernel // 2)] * 2
 
 
+def conv(features: int, kernel: int, stride: int, padding: Padding, dtype: Any,
+         name: str) -> nn.Module:
+  """A convolution without bias: 1x1 ones of stride 1 as a matmul (layers.PointwiseConv, the
+  same parameter), the others as nn.Conv."""
+  if kernel == 1 and stride == 1:
+    return layers.PointwiseConv(features, dtype=dtype, name=name)
+  return nn.Conv(features, (kernel, kernel), (stride, stride),
+                 padding=conv_padding(padding, kernel), use_bias=False, dtype=dtype, name=name)
+
+
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
   """One stage of a block string: `repeats` blocks of one kind."""
@@ -133,10 +143,8 @@ class Block(nn.Module):
   depthwise: layers.DepthwiseImpl
   dtype: Any
 
-  def _conv(self, features: int, kernel: int, stride: int, name: str) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), (stride, stride),
-                   padding=conv_padding(self.padding, kernel), use_bias=False,
-                   dtype=self.dtype, name=name)
+  def _conv(self, features: int, kernel: int, stride: int, name: str) -> nn.Module:
+    return conv(features, kernel, stride, self.padding, self.dtype, name)
 
   def _bn(self, train: bool, name: str, activation: str | None = None) -> layers.BatchNorm:
     """Batch norm followed by the block's activation (or none: `activation="linear"`)."""
@@ -214,9 +222,7 @@ class EfficientNet(nn.Module):
     return [f"block{i:02d}" for i in range(len(self.block_stages()))]
 
   def _conv_bn_act(self, x, features, kernel, stride, train, name):
-    x = nn.Conv(features, (kernel, kernel), (stride, stride),
-                padding=conv_padding(self.padding, kernel), use_bias=False,
-                dtype=self.dtype, name=f"{name}_conv")(x)
+    x = conv(features, kernel, stride, self.padding, self.dtype, f"{name}_conv")(x)
     return layers.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                             epsilon=self.bn_epsilon, activation=self.activation,
                             dtype=self.dtype, name=f"{name}_bn")(x)

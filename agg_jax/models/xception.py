@@ -38,7 +38,7 @@ class SeparableConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = layers.DepthwiseConv(3, 1, self.depthwise, self.padding, self.dtype, name="depthwise")(x)
-    return nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype, name="pointwise")(x)
+    return layers.PointwiseConv(self.features, dtype=self.dtype, name="pointwise")(x)
 
 
 class XceptionBlock(nn.Module):

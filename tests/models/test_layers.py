@@ -1,5 +1,5 @@
 """Hand-written backward passes and fused layers (agg_jax/models/layers.py, head.py) against
-the autodiff of the plain JAX/Flax operations they replace: values, gradients, state updates."""
+the plain JAX/Flax operations they replace: parameters, values, gradients, state updates."""
 
 import flax.linen as nn
 import jax
@@ -46,6 +46,25 @@ def _flax_bn_then(activation, train, x, variables, dtype=jnp.float32):
     y, updates = bn.apply(variables, x, mutable=["batch_stats"])
     return fn(y), updates
   return fn(bn.apply(variables, x)), {}
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_pointwise_conv_is_flax_1x1_conv_in_parameters_values_and_gradients(dtype, tolerance):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 12))
+  pointwise = layers.PointwiseConv(20, dtype=dtype)
+  conv = nn.Conv(20, (1, 1), use_bias=False, dtype=dtype)
+  variables = pointwise.init(jax.random.key(1), x)
+  want_variables = conv.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, want_variables)
+  np.testing.assert_array_equal(variables["params"]["kernel"], want_variables["params"]["kernel"])
+
+  def value_and_grads(module):
+    loss = lambda v, x: jnp.sum(jnp.sin(module.apply(v, x).astype(jnp.float32)))
+    return jax.value_and_grad(loss, argnums=(0, 1))(variables, x)
+  assert pointwise.apply(variables, x).dtype == conv.apply(variables, x).dtype == dtype
+  for got, want in zip(jax.tree.leaves(value_and_grads(pointwise)),
+                       jax.tree.leaves(value_and_grads(conv))):
+    np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
 
 
 @pytest.mark.parametrize("activation", sorted(layers.ACTIVATIONS))
