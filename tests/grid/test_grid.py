@@ -1,7 +1,7 @@
 """The protocol grid end to end on real faces, as a user runs it: one cell of
-configs/faces_mini.py (2 steps, a small face_folder of faces-mini photos), its shortcut audit,
-the analysis of its aggregation run and the page; then a rerun that trains nothing, and the
-command-line mistakes."""
+configs/faces_mini.py (the tiny model, 2 steps, a small face_folder of faces-mini photos), its
+shortcut audit, the analysis of its aggregation run and the page; then a rerun that trains
+nothing, and the command-line mistakes."""
 
 import json
 import shutil
@@ -40,7 +40,8 @@ def grid(prepared, out: Path, *extra, cache: str = ""):
       f"--report={out / 'page.md'}", f"--manual_dir={manual}", "--methods=gan", "--seeds=0",
       "--controls=face_crop", "--heads=aggregation,trimmed", f"--compilation_cache={cache}",
       f"--set=data.data_dir='{data_dir}'", "--set=data.dataset='face_folder/tiny'",
-      "--set=model.init_from=''", "--set=model.hidden=(16,)", "--set=data.image_size=64",
+      "--set=model.init_from=''", "--set=model.name='efficientnetv2_tiny'",
+      "--set=model.hidden=(16,)", "--set=data.image_size=32",
       "--set=train.batch_size=8", "--set=train.eval_batch_size=16", "--set=train.num_steps=2",
       "--set=train.eval_every=2", "--set=train.checkpoint_every=2", "--set=train.warmup_steps=0",
       "--set=analysis.cam_chunk=64", *extra, timeout=900)
@@ -54,7 +55,7 @@ def test_one_cell_from_audit_to_page(prepared, tmp_path, xla_cache):
   assert sorted(cell["ap"]) == ["gan", "photoshop", "sd21"]
   assert sorted(cell["trimmed"]) == ["gan", "photoshop", "sd21"]
   assert all(0 <= ap <= 100 for ap in [*cell["ap"].values(), *cell["trimmed"].values()])
-  assert len(cell["ranking"]) == 16  # Lite0's blocks, most important first
+  assert len(cell["ranking"]) == 7  # the tiny model's blocks, most important first
   unseen = cell["unseen_real"]
   assert unseen["source"] == "amfd" and unseen["faces"] == 3  # studio faces: no padding
   assert 0 <= unseen["false_positive_rate"] <= 1
