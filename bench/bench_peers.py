@@ -23,6 +23,7 @@ The peers need `make bench-install` (torchvision and Keras in the project's .ven
 bench/README.md holds the latest table.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -241,6 +242,10 @@ def main(_):
   unknown = set(FLAGS.sides) - set(SIDES)
   if unknown:
     raise app.UsageError(f"--sides: unknown {sorted(unknown)}; use some of {SIDES}")
+  torch_sides = sorted(set(FLAGS.sides) & {"torch", "torch_compile"})
+  if torch_sides and importlib.util.find_spec("torchvision") is None:
+    raise app.UsageError(f"--sides={','.join(torch_sides)} needs torchvision, which is not "
+                         "installed: run `make bench-install`")
   print(f"{FLAGS.task}: {FLAGS.model} at {FLAGS.size}x{FLAGS.size}, batch {FLAGS.batch}, "
         f"{FLAGS.dtype}, {jax.devices()[0].device_kind} ({os.cpu_count()} CPUs); median of "
         f"{FLAGS.rounds} alternating rounds of {FLAGS.steps} calls after a warm-up", flush=True)
