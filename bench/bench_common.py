@@ -1,6 +1,6 @@
 """What several benchmarks build the same way: the detector's jitted training step on a
-synthetic batch, and a process's peak resident memory. Imported by the scripts in bench/
-(their own folder is on sys.path when run as `python bench/<script>.py`)."""
+synthetic batch, a process's peak resident memory, torchvision on the CPU torch. Imported by the
+scripts in bench/ (their own folder is on sys.path when run as `python bench/<script>.py`)."""
 
 import resource
 
@@ -35,3 +35,20 @@ def peak_resident_gb() -> float:
   except OSError:
     pass
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # not Linux
+
+
+def import_torchvision():
+  """torchvision without its C++ extension: the CPU torch that installs here has no CUDA, and
+  torchvision's wheel on PyPI is built for CUDA torch; only its detection operators (not used
+  here) need the extension, and registering their schemas lets torchvision import."""
+  import torch
+  if not hasattr(torch.ops.torchvision, "nms"):
+    try:
+      import torchvision  # noqa: F401
+    except (RuntimeError, OSError, ImportError):
+      library = torch.library.Library("torchvision", "DEF")
+      for op in ("nms", "qnms"):
+        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+      import_torchvision.library = library  # registrations live as long as their Library
+  import torchvision
+  return torch, torchvision

@@ -4,7 +4,7 @@ and every parameter) at EfficientNetV2-S's shapes (256x256 input, batch 16), alt
 after a warm-up, medians and the ratio.
 
   pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul) against flax.linen.Conv
-  depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written kernel gradient)
+  depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written backward pass)
               against autodiff of the same shifted form and XLA's grouped convolution
   batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
               flax.linen.BatchNorm followed by the activation

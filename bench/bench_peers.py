@@ -126,28 +126,11 @@ class AggJax:
       jax.block_until_ready(metrics)
 
 
-def import_torchvision():
-  """torchvision without its C++ extension: the CPU torch that installs here has no CUDA, and
-  torchvision's wheel on PyPI is built for CUDA torch; only its detection operators (not used
-  here) need the extension, and registering their schemas lets torchvision import."""
-  import torch
-  if not hasattr(torch.ops.torchvision, "nms"):
-    try:
-      import torchvision  # noqa: F401
-    except (RuntimeError, OSError, ImportError):
-      library = torch.library.Library("torchvision", "DEF")
-      for op in ("nms", "qnms"):
-        library.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-      import_torchvision.library = library  # registrations live as long as their Library
-  import torchvision
-  return torch, torchvision
-
-
 class Torch:
   """torchvision's backbone, eager or under torch.compile."""
 
   def __init__(self, compiled: bool):
-    torch, torchvision = import_torchvision()
+    torch, torchvision = bench_common.import_torchvision()
     self.torch = torch
     torch.manual_seed(0)
     model = getattr(torchvision.models, PEERS[FLAGS.model][0])()

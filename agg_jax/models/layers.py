@@ -57,19 +57,15 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
 
 
 def _windows(padded: jax.Array, kernel_size: tuple[int, int], stride: int,
-             out_hw: tuple[int, int], channels_last: bool = True):
-  """The k*k strided windows of a padded input that tap (i, j) of a kernel multiplies, in
-  kernel order, as (i, j, window); the spatial axes are 1, 2 (channels last) or 2, 3."""
+             out_hw: tuple[int, int]):
+  """The k*k strided windows of a padded (N, H, W, C) input that tap (i, j) of a kernel
+  multiplies, in kernel order, as (i, j, window)."""
   (k_h, k_w), (out_h, out_w) = kernel_size, out_hw
-  h_axis = 1 if channels_last else 2
   for i in range(k_h):
     for j in range(k_w):
-      start, limit, strides = [0] * 4, list(padded.shape), [1] * 4
-      start[h_axis], start[h_axis + 1] = i, j
-      limit[h_axis] = i + (out_h - 1) * stride + 1
-      limit[h_axis + 1] = j + (out_w - 1) * stride + 1
-      strides[h_axis] = strides[h_axis + 1] = stride
-      yield i, j, lax.slice(padded, start, limit, strides)
+      yield i, j, lax.slice(padded, (0, i, j, 0),
+                            (padded.shape[0], i + (out_h - 1) * stride + 1,
+                             j + (out_w - 1) * stride + 1, padded.shape[3]), (1, stride, stride, 1))
 
 
 def _shifted_forward(x, kernel, stride, pads):
@@ -97,25 +93,40 @@ def _shifted_depthwise_fwd(x, kernel, stride, pads):
 
 
 def _shifted_depthwise_bwd(stride, pads, residuals, grad):
-  """The input gradient by autodiff of the shifted form; the kernel gradient, the k*k sums over
-  (batch, rows, columns) of window * grad, as one variadic reduction over channel-major copies of
-  both. Only x and the kernel are kept for the backward pass. Against autodiff of the shifted
-  form (bench/bench_layers.py) it is faster on large feature maps (1.29x at 64x64x192) and
-  slower on small ones (0.71-0.96x at 32x32 and below)."""
+  """Both gradients from x and the kernel, the only residuals.
+
+  The input gradient is the transposed convolution: the shifted forward pass over the gradient,
+  dilated by the stride and padded by k - 1 - pad, with the kernel flipped. (Autodiff's
+  transpose, k*k pads and adds, fuses into the preceding batch norm's backward pass as one loop
+  that ran 5-10x slower than this.) Tap (i, j) of the kernel gradient is the sum of the padded
+  input's phase (i mod stride, j mod stride) times the gradient placed at (i // stride,
+  j // stride) in it. (Autodiff's form, the windows of x times the gradient, depends on x
+  alone, so XLA computes and keeps the k*k windows of every layer from the forward pass on.)"""
   x, kernel = residuals
-  _, input_vjp = jax.vjp(lambda x: _shifted_forward(x, kernel, stride, pads), x)
-  (grad_x,) = input_vjp(grad)
   k_h, k_w, _, channels = kernel.shape
   accumulate = jnp.promote_types(grad.dtype, jnp.float32)
   padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).astype(accumulate)
-  x_cm = jnp.transpose(padded, (3, 0, 1, 2))
-  grad_cm = jnp.transpose(grad.astype(accumulate), (3, 0, 1, 2))
-  products = tuple(window * grad_cm for _, _, window in _windows(
-      x_cm, (k_h, k_w), stride, grad.shape[1:3], channels_last=False))
-  zeros = tuple(jnp.zeros((), accumulate) for _ in products)
-  sums = lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (1, 2, 3))
-  grad_kernel = jnp.stack(sums).reshape(k_h, k_w, 1, channels).astype(kernel.dtype)
-  return grad_x, grad_kernel
+  out_h, out_w = grad.shape[1:3]
+  zero = jnp.zeros((), accumulate)
+  taps = []
+  for i in range(k_h):
+    for j in range(k_w):
+      phase = padded[:, i % stride::stride, j % stride::stride]
+      row, col = i // stride, j // stride
+      placed = lax.pad(grad.astype(accumulate), zero, (
+          (0, 0, 0), (row, phase.shape[1] - row - out_h, 0),
+          (col, phase.shape[2] - col - out_w, 0), (0, 0, 0)))
+      taps.append(jnp.sum(phase * placed, axis=(0, 1, 2)))
+  grad_kernel = jnp.stack(taps).reshape(k_h, k_w, 1, channels).astype(kernel.dtype)
+
+  spans = [(n - 1) * stride + 1 for n in (out_h, out_w)]  # the gradient dilated by the stride
+  padding = [(0, 0, 0)]
+  for axis, k, (before, _) in ((1, k_h, pads[0]), (2, k_w, pads[1])):
+    padding.append((k - 1 - before, x.shape[axis] - spans[axis - 1] + before, stride - 1))
+  padding.append((0, 0, 0))
+  spread = lax.pad(grad, jnp.zeros((), grad.dtype), padding)
+  grad_x = _shifted_forward(spread, kernel[::-1, ::-1], 1, ((0, 0), (0, 0)))
+  return grad_x.astype(x.dtype), grad_kernel
 
 
 _shifted_depthwise.defvjp(_shifted_depthwise_fwd, _shifted_depthwise_bwd)

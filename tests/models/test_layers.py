@@ -10,11 +10,12 @@ import pytest
 from agg_jax.models import head, layers
 
 
+@pytest.mark.parametrize("hw", [(11, 9), (10, 8)])  # odd and even: "same" pads differ at stride 2
 @pytest.mark.parametrize("stride,padding,kernel", [(1, "same", 3), (2, "same", 3),
                                                    (2, "symmetric", 5), (1, "symmetric", 5)])
-def test_shifted_depthwise_gradients_match_grouped_convolution(stride, padding, kernel):
+def test_shifted_depthwise_gradients_match_grouped_convolution(stride, padding, kernel, hw):
   keys = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(keys[0], (2, 11, 9, 6))
+  x = jax.random.normal(keys[0], (2, *hw, 6))
   w = jax.random.normal(keys[1], (kernel, kernel, 1, 6))
   out_shape = layers.depthwise_conv(x, w, stride, "xla", padding).shape
   cotangent = jax.random.normal(keys[2], out_shape)
@@ -26,6 +27,24 @@ def test_shifted_depthwise_gradients_match_grouped_convolution(stride, padding, 
 
   for shifted, grouped in zip(grads("shifted"), grads("xla")):
     np.testing.assert_allclose(shifted, grouped, rtol=1e-4, atol=1e-4)
+
+
+def test_shifted_depthwise_backward_keeps_no_windows_of_the_input():
+  """Through a chain of depthwise layers the jitted gradient needs no more temporary memory than
+  XLA's grouped convolution: no layer keeps k*k shifted copies of its input for the backward
+  pass (autodiff of the shifted form needed 4.5x as much here)."""
+  x = jnp.ones((4, 32, 32, 64))
+  w = jnp.ones((3, 3, 1, 64))
+
+  def temporary_bytes(implementation):
+    def loss(x, w):
+      for _ in range(4):
+        x = jnp.sin(layers.depthwise_conv(x, w, 1, implementation))
+      return jnp.sum(x)
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temporary_bytes("shifted") <= temporary_bytes("xla")
 
 
 def test_shifted_depthwise_kernel_gradient_in_bfloat16_stays_bfloat16_and_close():
