@@ -11,6 +11,7 @@ profile_stages.py says which stage is slow, this says whether the peer is slow t
 Needs `make bench-install` (torchvision).
 """
 
+import importlib.util
 import os
 import sys
 import time
@@ -90,6 +91,8 @@ def main(_):
     chosen = [0]
   if not chosen or chosen[0] < 1 or chosen[-1] > 6:
     raise app.UsageError(f"--stages: {','.join(FLAGS.stages)!r}; use numbers from 1 to 6")
+  if importlib.util.find_spec("torchvision") is None:
+    raise app.UsageError("the peer, torchvision, is not installed: run `make bench-install`")
   print(f"one block, forward + backward in training mode, batch {FLAGS.batch}, float32, "
         f"{os.cpu_count()} CPUs; median of {FLAGS.rounds} alternating rounds of {FLAGS.steps} "
         "calls after a warm-up")
