@@ -1,0 +1,114 @@
+"""Where a compiled step's time goes, operation by operation: JAX's profiler traces a few calls,
+and each XLA:CPU fusion it recorded is named by the model operation it comes from (its HLO
+`op_name`, block indices removed so that the same layer of every block adds up). The trace has
+no events of their own for matmuls and most convolutions, so the listed total falls short of the
+step by their time. This is how the depthwise convolution's slow backward pass was found
+(docs/architecture.md, "Speed and memory on CPU").
+
+  python bench/profile_ops.py                        # one stage-5 block of EfficientNetV2-S
+  python bench/profile_ops.py --target=detector --task=infer
+  python bench/profile_ops.py --target=detector --task=train --top=40
+"""
+
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import agg_jax  # noqa: E402,F401  (its CPU defaults, before JAX starts)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from agg_jax import models  # noqa: E402
+
+import bench_blocks  # noqa: E402  (its flags: --stages, --size, --batch)
+
+flags.DEFINE_enum("target", "block", ["block", "detector"],
+                  "One block of EfficientNetV2-S (the first of --stages), or the whole detector.")
+flags.DEFINE_enum("task", "train", ["train", "infer"], "Forward and backward, or forward only.")
+flags.DEFINE_integer("calls", 3, "Traced calls (after two untraced ones); times are per call.")
+flags.DEFINE_integer("top", 25, "How many operations to list.")
+FLAGS = flags.FLAGS
+
+
+def block_call():
+  """(jitted function, arguments): one block, forward (+ backward) in training mode."""
+  stage, shape = bench_blocks.stage_inputs(FLAGS.size)[int(FLAGS.stages[0]) - 1]
+  block = bench_blocks.efficientnet.Block(
+      stage.kind, stage.channels, stage.kernel, 1, stage.expand, stage.se_ratio,
+      stage.kind != "cn" or bool(stage.skip), 0.0, "silu", "same", 0.9, 1e-3, "shifted",
+      jnp.float32)
+  x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
+  variables = block.init(jax.random.key(1), x, train=True)
+
+  def forward(params, x):
+    y, _ = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+    return jnp.sum(jnp.square(y))
+  fn = jax.grad(forward, argnums=(0, 1)) if FLAGS.task == "train" else forward
+  return jax.jit(fn), (variables["params"], x)
+
+
+def detector_call():
+  """(jitted function, arguments): the detector's forward (+ backward) on random images."""
+  model = models.create("efficientnetv2_s")
+  images = jnp.asarray(np.random.default_rng(0).integers(
+      0, 256, (FLAGS.batch, FLAGS.size, FLAGS.size, 3), np.uint8))
+  variables = model.init(jax.random.key(0), images[:1])
+  train = FLAGS.task == "train"
+
+  def forward(params, images):
+    (logits, _), _ = model.apply({**variables, "params": params}, images, train=train,
+                                 mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
+    return jnp.sum(jnp.square(logits))
+  fn = jax.grad(forward) if train else forward
+  return jax.jit(fn), (variables["params"], images)
+
+
+def op_names(compiled_text: str) -> dict[str, str]:
+  """Each HLO instruction's name -> its op_name, without `jit(...)/` and block indices."""
+  names = {}
+  for match in re.finditer(r'^\s+%(\S+) = .*?metadata=\{op_name="([^"]+)"', compiled_text, re.M):
+    op = match.group(2).split("/", 1)[-1]
+    names[match.group(1)] = re.sub(r"(blocks?_?)\d+", r"\1*", op)
+  return names
+
+
+def main(_):
+  fn, args = block_call() if FLAGS.target == "block" else detector_call()
+  for _ in range(2):
+    jax.block_until_ready(fn(*args))
+  names = op_names(fn.lower(*args).compile().as_text())
+  with tempfile.TemporaryDirectory() as folder:
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
+      for _ in range(FLAGS.calls):
+        jax.block_until_ready(fn(*args))
+    with gzip.open(glob.glob(f"{folder}/**/*.json.gz", recursive=True)[0]) as trace:
+      events = json.load(trace)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  step_us, per_op, count = 0.0, collections.Counter(), collections.Counter()
+  for event in events:
+    if event.get("ph") != "X":
+      continue
+    if event["name"].startswith("ThunkExecutor::Execute (wait"):
+      step_us += event["dur"] / FLAGS.calls
+    elif event["name"] in names:
+      per_op[names[event["name"]]] += event["dur"] / FLAGS.calls
+      count[names[event["name"]]] += 1
+  what = (f"stage-{FLAGS.stages[0]} block" if FLAGS.target == "block" else "detector")
+  print(f"{FLAGS.task}: EfficientNetV2-S {what}, {FLAGS.size}x{FLAGS.size} input, batch "
+        f"{FLAGS.batch}, {os.cpu_count()} CPUs; {step_us / 1e3:.1f} ms per call, of which the "
+        f"listed fusions {sum(per_op.values()) / 1e3:.1f} ms (the rest: matmuls, convolutions)")
+  print(f"{'ms':>8s} {'fusions':>7s}  operation")
+  for op, us in per_op.most_common(FLAGS.top):
+    print(f"{us / 1e3:8.2f} {count[op] // FLAGS.calls:7d}  {op}")
+
+
+if __name__ == "__main__":
+  app.run(main)
