@@ -14,13 +14,11 @@ Needs `make bench-install` (torchvision).
 import importlib.util
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import agg_jax  # noqa: E402,F401  (its CPU defaults, before JAX starts)
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from agg_jax.models import efficientnet  # noqa: E402
@@ -46,19 +44,17 @@ def stage_inputs(size: int):
   return out
 
 
+def block(stage) -> efficientnet.Block:
+  """agg_jax's repeated block of a stage: stride 1, with its residual, no stochastic depth."""
+  return efficientnet.Block(stage.kind, stage.channels, stage.kernel, 1, stage.expand,
+                            stage.se_ratio, stage.kind != "cn" or bool(stage.skip), 0.0, "silu",
+                            "same", 0.9, 1e-3, "shifted", jnp.float32)
+
+
 def jax_block(stage, shape):
   """agg_jax's block as a jitted fwd+bwd call."""
-  block = efficientnet.Block(stage.kind, stage.channels, stage.kernel, 1, stage.expand,
-                             stage.se_ratio, stage.kind != "cn" or bool(stage.skip), 0.0, "silu",
-                             "same", 0.9, 1e-3, "shifted", jnp.float32)
-  x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
-  variables = block.init(jax.random.key(1), x, train=True)
-
-  def loss(params, x):
-    y, _ = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-    return jnp.sum(jnp.square(y))
-  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-  return lambda: jax.block_until_ready(grad(variables["params"], x))
+  grad, args = bench_common.module_grad(block(stage), (FLAGS.batch, *shape), train=True)
+  return lambda: jax.block_until_ready(grad(*args))
 
 
 def torch_block(stage_index, shape):
@@ -75,13 +71,6 @@ def torch_block(stage_index, shape):
     x.grad = None
     torch.sum(torch.square(block(x))).backward()
   return call
-
-
-def timed(call) -> float:
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    call()
-  return (time.perf_counter() - start) / FLAGS.steps
 
 
 def main(_):
@@ -103,14 +92,8 @@ def main(_):
     if index + 1 not in chosen:
       continue
     calls = {"agg_jax": jax_block(stage, shape), "torch": torch_block(index, shape)}
-    for call in calls.values():
-      call()
-      timed(call)
-    rounds = {side: [] for side in calls}
-    for _ in range(FLAGS.rounds):
-      for side, call in calls.items():
-        rounds[side].append(timed(call))
-    ms = {side: 1e3 * float(np.median(times)) for side, times in rounds.items()}
+    seconds = bench_common.alternating_medians(calls, FLAGS.rounds, FLAGS.steps)
+    ms = {side: 1e3 * t for side, t in seconds.items()}
     for side in total:
       total[side] += ms[side] * stage.repeats
     name = f"{stage.kind} e{stage.expand:g} c{stage.channels}" + (" se" if stage.se_ratio else "")

@@ -1,9 +1,12 @@
 """What several benchmarks build the same way: the detector's jitted training step on a
-synthetic batch, a process's peak resident memory, torchvision on the CPU torch. Imported by the
-scripts in bench/ (their own folder is on sys.path when run as `python bench/<script>.py`)."""
+synthetic batch, a module's jitted forward and backward pass, alternating timed rounds, a
+process's peak resident memory, torchvision on the CPU torch. Imported by the scripts in bench/ (their own folder is on sys.path when run as `python bench/<script>.py`)."""
 
 import resource
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from agg_jax import models, sharding, train
@@ -22,6 +25,39 @@ def synthetic_train_step(config, size: int, batch_size: int, model=None):
       "images": rng.integers(0, 256, (batch_size, size, size, 3), np.uint8),
       "labels": (np.arange(batch_size) % 2).astype(np.float32)}, mesh)
   return state, train.make_train_step(mesh, shardings), batch
+
+
+def module_grad(module, input_shape, **apply_kwargs):
+  """(jitted function, its arguments): d sum(y^2) / d (params, x) of `module` on a random
+  float32 input of `input_shape`, batch statistics (if any) of the batch."""
+  x = jax.random.normal(jax.random.key(0), input_shape, jnp.float32)
+  variables = module.init(jax.random.key(1), x, **apply_kwargs)
+
+  def loss(params, x):
+    y, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"],
+                        **apply_kwargs)
+    return jnp.sum(jnp.square(y))
+  return jax.jit(jax.grad(loss, argnums=(0, 1))), (variables["params"], x)
+
+
+def alternating_medians(calls: dict, rounds: int, steps: int) -> dict:
+  """Seconds per call of each of `calls` (name -> function): each is called once (compiling)
+  and timed once (warm-up), then `rounds` rounds time `steps` calls of each in turn; the median
+  round of each."""
+  def timed(call) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      call()
+    return (time.perf_counter() - start) / steps
+
+  for call in calls.values():
+    call()
+    timed(call)
+  times = {name: [] for name in calls}
+  for _ in range(rounds):
+    for name, call in calls.items():
+      times[name].append(timed(call))
+  return {name: float(np.median(seconds)) for name, seconds in times.items()}
 
 
 def peak_resident_gb() -> float:

@@ -17,17 +17,17 @@ after a warm-up, medians and the ratio.
 import functools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import agg_jax  # noqa: E402,F401  (its CPU defaults, before JAX starts)
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from agg_jax.models import head, layers  # noqa: E402
+
+import bench_common  # noqa: E402
 
 LAYERS = ("pointwise", "depthwise", "batch_norm", "avg_pool")
 flags.DEFINE_list("layers", list(LAYERS), f"Which of {LAYERS} to measure.")
@@ -61,14 +61,8 @@ class _FlaxBatchNorm(nn.Module):
 
 def _module_grad(module, shape):
   """A jitted fwd+bwd of `module` on a (B, H, W, C) input: d sum(y^2) / d (x, params)."""
-  x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
-  variables = module.init(jax.random.key(1), x)
-
-  def loss(params, x):
-    y = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])[0]
-    return jnp.sum(jnp.square(y))
-  grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-  return lambda: jax.block_until_ready(grad(variables["params"], x))
+  grad, args = bench_common.module_grad(module, (FLAGS.batch, *shape))
+  return lambda: jax.block_until_ready(grad(*args))
 
 
 def _function_grad(fn, shape):
@@ -106,13 +100,6 @@ def cases():
   return out
 
 
-def timed(call) -> float:
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    call()
-  return (time.perf_counter() - start) / FLAGS.steps
-
-
 def main(_):
   unknown = set(FLAGS.layers) - set(LAYERS)
   if unknown:
@@ -122,14 +109,7 @@ def main(_):
         f"{FLAGS.steps} calls after a warm-up")
   print(f"{'layer':17s} {'input':>13s} {'variant':12s} {'ms':>9s} {'agg_jax speed-up':>17s}")
   for name, shape, variants in cases():
-    for call in variants.values():
-      call()  # compile
-      timed(call)  # warm-up
-    rounds = {variant: [] for variant in variants}
-    for _ in range(FLAGS.rounds):
-      for variant, call in variants.items():
-        rounds[variant].append(timed(call))
-    medians = {variant: float(np.median(times)) for variant, times in rounds.items()}
+    medians = bench_common.alternating_medians(variants, FLAGS.rounds, FLAGS.steps)
     for variant, seconds in medians.items():
       print(f"{name:17s} {'x'.join(map(str, shape)):>13s} {variant:12s} {seconds * 1e3:9.2f} "
             f"{medians[variant] / medians['agg_jax']:16.2f}x", flush=True)

@@ -29,6 +29,7 @@ from absl import app, flags  # noqa: E402
 from agg_jax import models  # noqa: E402
 
 import bench_blocks  # noqa: E402  (its flags: --stages, --size, --batch)
+import bench_common  # noqa: E402
 
 flags.DEFINE_enum("target", "block", ["block", "detector"],
                   "One block of EfficientNetV2-S (the first of --stages), or the whole detector.")
@@ -41,18 +42,12 @@ FLAGS = flags.FLAGS
 def block_call():
   """(jitted function, arguments): one block, forward (+ backward) in training mode."""
   stage, shape = bench_blocks.stage_inputs(FLAGS.size)[int(FLAGS.stages[0]) - 1]
-  block = bench_blocks.efficientnet.Block(
-      stage.kind, stage.channels, stage.kernel, 1, stage.expand, stage.se_ratio,
-      stage.kind != "cn" or bool(stage.skip), 0.0, "silu", "same", 0.9, 1e-3, "shifted",
-      jnp.float32)
+  if FLAGS.task == "train":
+    return bench_common.module_grad(bench_blocks.block(stage), (FLAGS.batch, *shape), train=True)
+  module = bench_blocks.block(stage)
   x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
-  variables = block.init(jax.random.key(1), x, train=True)
-
-  def forward(params, x):
-    y, _ = block.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-    return jnp.sum(jnp.square(y))
-  fn = jax.grad(forward, argnums=(0, 1)) if FLAGS.task == "train" else forward
-  return jax.jit(fn), (variables["params"], x)
+  variables = module.init(jax.random.key(1), x, train=False)
+  return jax.jit(lambda variables, x: module.apply(variables, x, train=False)), (variables, x)
 
 
 def detector_call():

@@ -106,6 +106,7 @@ def _shifted_depthwise_bwd(stride, pads, residuals, grad):
   k_h, k_w, _, channels = kernel.shape
   accumulate = jnp.promote_types(grad.dtype, jnp.float32)
   padded = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0))).astype(accumulate)
+  grad_accumulate = grad.astype(accumulate)
   out_h, out_w = grad.shape[1:3]
   zero = jnp.zeros((), accumulate)
   taps = []
@@ -113,7 +114,7 @@ def _shifted_depthwise_bwd(stride, pads, residuals, grad):
     for j in range(k_w):
       phase = padded[:, i % stride::stride, j % stride::stride]
       row, col = i // stride, j // stride
-      placed = lax.pad(grad.astype(accumulate), zero, (
+      placed = lax.pad(grad_accumulate, zero, (
           (0, 0, 0), (row, phase.shape[1] - row - out_h, 0),
           (col, phase.shape[2] - col - out_w, 0), (0, 0, 0)))
       taps.append(jnp.sum(phase * placed, axis=(0, 1, 2)))

@@ -47,14 +47,16 @@ def test_shifted_depthwise_backward_keeps_no_windows_of_the_input():
   assert temporary_bytes("shifted") <= temporary_bytes("xla")
 
 
-def test_shifted_depthwise_kernel_gradient_in_bfloat16_stays_bfloat16_and_close():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_shifted_depthwise_gradients_in_bfloat16_stay_bfloat16_and_close(stride):
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 4), jnp.bfloat16)
   w = jax.random.normal(jax.random.key(2), (3, 3, 1, 4), jnp.bfloat16)
-  loss = lambda x, w, impl: jnp.sum(layers.depthwise_conv(x, w, 1, impl).astype(jnp.float32))
-  shifted = jax.grad(loss, argnums=1)(x, w, "shifted")
-  grouped = jax.grad(loss, argnums=1)(x.astype(jnp.float32), w.astype(jnp.float32), "xla")
-  assert shifted.dtype == jnp.bfloat16
-  np.testing.assert_allclose(shifted.astype(np.float32), grouped, rtol=2e-2, atol=0.1)
+  loss = lambda x, w, impl: jnp.sum(layers.depthwise_conv(x, w, stride, impl).astype(jnp.float32))
+  shifted = jax.grad(loss, argnums=(0, 1))(x, w, "shifted")
+  grouped = jax.grad(loss, argnums=(0, 1))(x.astype(jnp.float32), w.astype(jnp.float32), "xla")
+  for got, want in zip(shifted, grouped):
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-2, atol=0.1)
 
 
 def _flax_bn_then(activation, train, x, variables, dtype=jnp.float32):
