@@ -1,7 +1,11 @@
 """Metrics as JSON lines and TensorBoard events, read back by TensorBoard's own reader."""
 
+import importlib.util
 import json
+import subprocess
+import sys
 
+import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agg_jax.train_log import JSONL, TENSORBOARD, TrainLog, tag
@@ -51,3 +55,15 @@ def test_only_the_enabled_process_writes(tmp_path):
   log.write(1, loss=1.0)
   log.close()
   assert not list(tmp_path.iterdir())
+
+
+def test_training_does_not_import_torch_through_tensorboardx():
+  """tensorboardX imports torch whenever it is installed; a training process then holds torch
+  (0.18 GB) for nothing. train_log keeps it out, and torch stays importable afterwards."""
+  if importlib.util.find_spec("torch") is None:
+    pytest.skip("torch is not installed: nothing to keep out")
+  probe = ("import sys, agg_jax.train; loaded = 'torch' in sys.modules; import torch; "
+           "print(loaded, torch.ones(2).sum().item())")
+  done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                        check=True)
+  assert done.stdout.split() == ["False", "2.0"]
