@@ -6,9 +6,11 @@ head, 256x256, batch 16, 2 cores; bench/bench_cpu_defaults.py measures them on y
 - **XLA flags.** XLA hands convolutions to YNNPACK on CPU, whose kernels run EfficientNet's
   convolutions 2-8x slower than XLA's own (Eigen) ones, weight gradients most (a 3x3
   convolution 48->192 at 16x64x64: 570 ms for the weight gradient through YNNPACK, 92 ms through
-  Eigen). `xla_cpu_experimental_ynn_fusion_type=reduce` keeps YNNPACK for reductions only. A flag
-  the user put in `XLA_FLAGS` is never overridden. These are CPU compiler flags: GPU and TPU
-  compilations ignore them.
+  Eigen). `xla_cpu_experimental_ynn_fusion_type=reduce` keeps YNNPACK for reductions only. XLA's
+  memory-minimising scheduler (`xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`)
+  orders the step so that it needs 2.9 GB of temporary buffers instead of 3.6, at the same
+  speed. A flag the user put in `XLA_FLAGS` is never overridden. These are CPU compiler flags:
+  GPU and TPU compilations ignore them.
 - **malloc.** XLA:CPU allocates a step's temporary buffer (gigabytes for a training step) on
   one of its threads, where glibc's malloc maps fresh pages for any large block and unmaps them
   when freed: every step then faults in every page again (1.1 million page faults per step,
@@ -17,13 +19,13 @@ head, 256x256, batch 16, 2 cores; bench/bench_cpu_defaults.py measures them on y
   the same pages; the cost is that freed memory stays with the process (its resident size stays
   at its peak) instead of going back to the system.
 
-Since freed memory is kept, the training loop hands back what compilation used once its first
-step has been dispatched (`release_free_memory`, about 0.6 GB for that step).
+Since freed memory is kept, what compiling used is handed back before the training step first
+runs (`release_free_memory`, called by `train.init_state` and `train.compiled_train_step`):
+otherwise the step's buffers come on top of it, 0.8 GB more at the peak.
 
-XLA's memory-minimising scheduler
-(`XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`) and rematerialisation
-(`model.remat`) shrink a step's buffers; bench/bench_cpu_defaults.py measures them side by side
-(docs/architecture.md, "Speed and memory on CPU").
+Rematerialisation (`model.remat`) shrinks a step's buffers further, at the cost of recomputing;
+bench/bench_cpu_defaults.py measures it and each default side by side (docs/architecture.md,
+"Speed and memory on CPU").
 
 `AGG_JAX_XLA_FLAGS=none` or `AGG_JAX_MALLOC=system` in the environment switches either off.
 Both take effect only if agg_jax is imported before JAX creates its CPU backend (its first
@@ -31,10 +33,12 @@ computation or `jax.devices()`), as every agg_jax command does.
 """
 
 import ctypes
+import gc
 import os
 import platform
 
-XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "reduce"}
+XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "reduce",
+             "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -65,7 +69,9 @@ def tune_malloc() -> bool:
 
 def release_free_memory() -> bool:
   """Returns the free pages of glibc's heap to the system (`malloc_trim`); False where the C
-  library is not glibc."""
+  library is not glibc. Collects Python's reference cycles first: tracing a model leaves
+  hundreds of megabytes in them (0.55 GB after initialising EfficientNetV2-S's train state)."""
+  gc.collect()
   libc = _glibc()
   return libc is not None and bool(libc.malloc_trim(0))
 

@@ -13,9 +13,10 @@ from agg_jax import models, sharding, train
 
 
 def synthetic_train_step(config, size: int, batch_size: int, model=None):
-  """(state, step, batch): the project's jitted train step (train.make_train_step) for the
-  model `config.model` describes (or `model`), its initial state and a batch of random uint8
-  images with alternating labels, all on the mesh of `config.mesh`."""
+  """(state, step, batch): the project's train step for the model `config.model` describes (or
+  `model`), its initial state and a batch of random uint8 images with alternating labels, all
+  on the mesh of `config.mesh`. The step compiles on its first call as the training loop's does
+  (train.compiled_train_step: what compiling used goes back to the system before it runs)."""
   mesh = sharding.make_mesh(config.mesh)
   model = model if model is not None else models.from_config(config.model)
   state, shardings = train.init_state(model, train.create_optimizer(config), config, mesh,
@@ -24,7 +25,13 @@ def synthetic_train_step(config, size: int, batch_size: int, model=None):
   batch = sharding.global_batch({
       "images": rng.integers(0, 256, (batch_size, size, size, 3), np.uint8),
       "labels": (np.arange(batch_size) % 2).astype(np.float32)}, mesh)
-  return state, train.make_train_step(mesh, shardings), batch
+  compiled = []
+
+  def step(state, batch):
+    if not compiled:
+      compiled.append(train.compiled_train_step(mesh, shardings, state, batch))
+    return compiled[0](state, batch)
+  return state, step, batch
 
 
 def module_grad(module, input_shape, **apply_kwargs):

@@ -6,14 +6,14 @@ time and each process's peak resident memory.
 
 Variants (--variants):
   defaults       as every agg_jax command runs: the XLA flags and the malloc settings
-  no_xla_flags   AGG_JAX_XLA_FLAGS=none (XLA's own choice of convolution kernels)
+  no_xla_flags   AGG_JAX_XLA_FLAGS=none (XLA's own convolution kernels and scheduler)
   system_malloc  AGG_JAX_MALLOC=system (glibc's malloc as it comes)
   neither        both switched off: agg_jax before these defaults
-  mem_scheduler  the defaults plus XLA's memory-minimising scheduler
+  xla_scheduler  the defaults with XLA's own scheduler instead of the memory-minimising one
   remat_block    the defaults plus model.remat="block"
 
   python bench/bench_cpu_defaults.py
-  python bench/bench_cpu_defaults.py --size=256 --batch=16 --variants=defaults,mem_scheduler
+  python bench/bench_cpu_defaults.py --size=256 --batch=16 --variants=defaults,xla_scheduler
 """
 
 import json
@@ -26,13 +26,13 @@ from absl import app, flags
 
 BENCH = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(BENCH))
-MEMORY_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+XLA_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
 VARIANTS = {  # (environment, model.remat)
     "defaults": ({}, "none"),
     "no_xla_flags": ({"AGG_JAX_XLA_FLAGS": "none"}, "none"),
     "system_malloc": ({"AGG_JAX_MALLOC": "system"}, "none"),
     "neither": ({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "system"}, "none"),
-    "mem_scheduler": ({"XLA_FLAGS": MEMORY_SCHEDULER}, "none"),
+    "xla_scheduler": ({"XLA_FLAGS": XLA_SCHEDULER}, "none"),
     "remat_block": ({}, "block"),
 }
 
@@ -52,7 +52,7 @@ def worker():
   and "end" with its peak resident memory."""
   # pylint: disable=import-outside-toplevel  (the parent never imports JAX)
   sys.path.insert(0, ROOT)
-  from agg_jax import cpu_defaults  # first: its defaults, then JAX
+  import agg_jax  # noqa: F401  (first: its CPU defaults, then JAX)
   import jax
   import bench_common
   from configs import default
@@ -69,7 +69,6 @@ def worker():
     return (time.perf_counter() - start) / steps
 
   compile_s = run(1)
-  cpu_defaults.release_free_memory()  # as the training loop does after its first step
   run(FLAGS.steps)  # warm-up
   print(json.dumps({"compile_s": compile_s}), flush=True)
   for line in sys.stdin:

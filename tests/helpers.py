@@ -71,10 +71,10 @@ SIGTERM_AFTER_STEP_3 = hooked_main("""
     import os, signal, sys
     from agg_jax import train
 
-    make_train_step = train.make_train_step
+    compiled_train_step = train.compiled_train_step
 
-    def make_signalling_step(*args):
-      step_fn, calls = make_train_step(*args), []
+    def compile_signalling_step(*args):
+      step_fn, calls = compiled_train_step(*args), []
 
       def step(state, batch):
         out = step_fn(state, batch)
@@ -85,5 +85,5 @@ SIGTERM_AFTER_STEP_3 = hooked_main("""
 
       return step
 
-    train.make_train_step = make_signalling_step
+    train.compiled_train_step = compile_signalling_step
 """)

@@ -8,22 +8,30 @@ import sys
 import pytest
 
 from agg_jax import cpu_defaults
+from tests.helpers import REPO
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
+YNN = "--xla_cpu_experimental_ynn_fusion_type=reduce"
+SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+DEFAULTS = f"{YNN} {SCHEDULER}"
+
+
 def test_defaults_are_appended_and_a_users_flag_wins():
   flag = "xla_cpu_experimental_ynn_fusion_type"
-  assert cpu_defaults.merged_xla_flags("") == f"--{flag}=reduce"
-  assert cpu_defaults.merged_xla_flags("--xla_foo=1") == f"--xla_foo=1 --{flag}=reduce"
-  assert cpu_defaults.merged_xla_flags(f"--{flag}=default") == f"--{flag}=default"
-  assert cpu_defaults.merged_xla_flags(f"  {flag}=none ") == f"{flag}=none"
+  assert cpu_defaults.merged_xla_flags("") == DEFAULTS
+  assert cpu_defaults.merged_xla_flags("--xla_foo=1") == f"--xla_foo=1 {DEFAULTS}"
+  assert cpu_defaults.merged_xla_flags(f"--{flag}=default") == f"--{flag}=default {SCHEDULER}"
+  assert cpu_defaults.merged_xla_flags(f"  {flag}=none ") == f"{flag}=none {SCHEDULER}"
+  own = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
+  assert cpu_defaults.merged_xla_flags(own) == f"{own} {YNN}"
 
 
 @pytest.mark.parametrize("environ, flags", [
-    ({}, "--xla_cpu_experimental_ynn_fusion_type=reduce"),
+    ({}, DEFAULTS),
     ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-     "--xla_force_host_platform_device_count=2 --xla_cpu_experimental_ynn_fusion_type=reduce"),
+     f"--xla_force_host_platform_device_count=2 {DEFAULTS}"),
     ({"AGG_JAX_XLA_FLAGS": "none", "XLA_FLAGS": "--a=1"}, "--a=1"),
     ({"AGG_JAX_XLA_FLAGS": "None"}, None),
 ])
@@ -52,5 +60,33 @@ def _jax_in_a_fresh_process(**environ) -> str:
 
 
 def test_importing_agg_jax_configures_a_cpu_backend_that_accepts_the_flags():
-  assert _jax_in_a_fresh_process() == "--xla_cpu_experimental_ynn_fusion_type=reduce"
+  assert _jax_in_a_fresh_process() == DEFAULTS
   assert _jax_in_a_fresh_process(AGG_JAX_XLA_FLAGS="none") == ""
+
+
+TRAIN_STEP_TEMP_BYTES = """
+import agg_jax, numpy as np
+from agg_jax import models, sharding, train
+from configs import demo
+config = demo.get_config()
+config.model.name = "efficientnetv2_tiny"
+mesh = sharding.make_mesh(config.mesh)
+state, shardings = train.init_state(models.from_config(config.model),
+                                    train.create_optimizer(config), config, mesh, (32, 32, 3))
+batch = sharding.global_batch({"images": np.zeros((8, 32, 32, 3), np.uint8),
+                               "labels": np.zeros(8, np.float32)}, mesh)
+compiled = train.make_train_step(mesh, shardings).lower(state, batch).compile()
+print(compiled.memory_analysis().temp_size_in_bytes)
+"""
+
+
+def test_the_default_scheduler_shrinks_the_train_steps_temporary_buffers():
+  def temp_bytes(xla_flags: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "AGG_JAX_XLA_FLAGS")}
+    done = subprocess.run([sys.executable, "-c", TRAIN_STEP_TEMP_BYTES], cwd=REPO, check=True,
+                          env={**env, "XLA_FLAGS": xla_flags}, capture_output=True, text=True)
+    return int(done.stdout.split()[-1])
+
+  ours = temp_bytes("")
+  xlas = temp_bytes("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT")
+  assert ours < 0.85 * xlas, (ours, xlas)
