@@ -10,6 +10,8 @@ Variants (--variants):
   system_malloc  AGG_JAX_MALLOC=system (glibc's malloc as it comes)
   neither        both switched off: agg_jax before these defaults
   xla_scheduler  the defaults with XLA's own scheduler instead of the memory-minimising one
+  no_ynn         the defaults with YNNPACK for nothing, reductions included (what keeping it
+                 for reductions buys)
   remat_block    the defaults plus model.remat="block"
 
   python bench/bench_cpu_defaults.py
@@ -27,12 +29,14 @@ from absl import app, flags
 BENCH = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(BENCH))
 XLA_SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
+NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 VARIANTS = {  # (environment, model.remat)
     "defaults": ({}, "none"),
     "no_xla_flags": ({"AGG_JAX_XLA_FLAGS": "none"}, "none"),
     "system_malloc": ({"AGG_JAX_MALLOC": "system"}, "none"),
     "neither": ({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "system"}, "none"),
     "xla_scheduler": ({"XLA_FLAGS": XLA_SCHEDULER}, "none"),
+    "no_ynn": ({"XLA_FLAGS": NO_YNN}, "none"),
     "remat_block": ({}, "block"),
 }
 
