@@ -5,9 +5,10 @@ no events of their own for matmuls and most convolutions, so the listed total fa
 step by their time. This is how the depthwise convolution's slow backward pass was found
 (docs/architecture.md, "Speed and memory on CPU").
 
-  python bench/profile_ops.py                        # one stage-5 block of EfficientNetV2-S
+  python bench/profile_ops.py --stages=5             # one stage-5 block of EfficientNetV2-S
   python bench/profile_ops.py --target=detector --task=infer
   python bench/profile_ops.py --target=detector --task=train --top=40
+  python bench/profile_ops.py --target=detector --model=mobilenetv2 --size=128 --batch=32
 """
 
 import collections
@@ -33,6 +34,8 @@ import bench_common  # noqa: E402
 
 flags.DEFINE_enum("target", "block", ["block", "detector"],
                   "One block of EfficientNetV2-S (the first of --stages), or the whole detector.")
+flags.DEFINE_enum("model", "efficientnetv2_s", sorted(models.BACKBONES),
+                  "The detector's backbone (--target=detector).")
 flags.DEFINE_enum("task", "train", ["train", "infer"], "Forward and backward, or forward only.")
 flags.DEFINE_integer("calls", 3, "Traced calls (after two untraced ones); times are per call.")
 flags.DEFINE_integer("top", 25, "How many operations to list.")
@@ -52,7 +55,7 @@ def block_call():
 
 def detector_call():
   """(jitted function, arguments): the detector's forward (+ backward) on random images."""
-  model = models.create("efficientnetv2_s")
+  model = models.create(FLAGS.model)
   images = jnp.asarray(np.random.default_rng(0).integers(
       0, 256, (FLAGS.batch, FLAGS.size, FLAGS.size, 3), np.uint8))
   variables = model.init(jax.random.key(0), images[:1])
@@ -96,8 +99,9 @@ def main(_):
     elif event["name"] in names:
       per_op[names[event["name"]]] += event["dur"] / FLAGS.calls
       count[names[event["name"]]] += 1
-  what = (f"stage-{FLAGS.stages[0]} block" if FLAGS.target == "block" else "detector")
-  print(f"{FLAGS.task}: EfficientNetV2-S {what}, {FLAGS.size}x{FLAGS.size} input, batch "
+  what = (f"EfficientNetV2-S stage-{FLAGS.stages[0]} block" if FLAGS.target == "block"
+          else f"{FLAGS.model} detector")
+  print(f"{FLAGS.task}: {what}, {FLAGS.size}x{FLAGS.size} input, batch "
         f"{FLAGS.batch}, {os.cpu_count()} CPUs; {step_us / 1e3:.1f} ms per call, of which the "
         f"listed fusions {sum(per_op.values()) / 1e3:.1f} ms (the rest: matmuls, convolutions)")
   print(f"{'ms':>8s} {'fusions':>7s}  operation")
