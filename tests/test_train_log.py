@@ -57,11 +57,11 @@ def test_only_the_enabled_process_writes(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed: nothing to keep out")
 def test_training_does_not_import_torch_through_tensorboardx():
   """tensorboardX imports torch whenever it is installed; a training process then holds torch
   (0.18 GB) for nothing. train_log keeps it out, and torch stays importable afterwards."""
-  if importlib.util.find_spec("torch") is None:
-    pytest.skip("torch is not installed: nothing to keep out")
   probe = ("import sys, agg_jax.train; loaded = 'torch' in sys.modules; import torch; "
            "print(loaded, torch.ones(2).sum().item())")
   done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
