@@ -8,7 +8,10 @@ after a warm-up, medians and the ratio.
               against autodiff of the same shifted form and XLA's grouped convolution
   batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
               flax.linen.BatchNorm followed by the activation
-  avg_pool    head.average_pool (crop, reshape, mean) against flax.linen.avg_pool
+  avg_pool    head.average_pool (strided slices summed, broadcast gradient) against
+              flax.linen.avg_pool and autodiff of a crop, reshape and mean, each followed by a
+              dense layer as in the head: the forward pass ("fwd") and the input gradient
+              ("bwd", which needs nothing from the forward pass) apart
 
   python bench/bench_layers.py
   python bench/bench_layers.py --layers=depthwise --batch=8
@@ -65,10 +68,21 @@ def _module_grad(module, shape):
   return lambda: jax.block_until_ready(grad(*args))
 
 
-def _function_grad(fn, shape):
+def _pool_call(pool, shape, backward: bool):
+  """A jitted pass of `pool` on a (B, H, W, C) input, its output flattened into a dense layer as
+  in the head's projections; with `backward`, the input's gradient alone (for a random cotangent
+  of the dense layer's output; the pooling's gradient needs nothing from its forward pass). (A squared sum instead would let XLA fuse the pooling into its reduction,
+  or into the backward pass and recompute it per pixel, which the detector never does.)"""
   x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
-  grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.square(fn(x)))))
-  return lambda: jax.block_until_ready(grad(x))
+  pooled = jax.eval_shape(pool, x)
+  dense = jax.random.normal(jax.random.key(1), (pooled.size // FLAGS.batch, 256), jnp.float32)
+  cotangent = jax.random.normal(jax.random.key(2), (FLAGS.batch, 256), jnp.float32)
+  forward = lambda x, dense: pool(x).reshape(FLAGS.batch, -1) @ dense
+  if backward:
+    call = jax.jit(lambda x, dense: jax.vjp(lambda x: forward(x, dense), x)[1](cotangent)[0])
+  else:
+    call = jax.jit(forward)
+  return lambda: jax.block_until_ready(call(x, dense))
 
 
 def cases():
@@ -93,11 +107,21 @@ def cases():
           "agg_jax": _module_grad(layers.BatchNorm(False, 0.99, 1e-3, "silu"), shape),
           "flax": _module_grad(_FlaxBatchNorm("silu"), shape)}))
   if "avg_pool" in FLAGS.layers:
-    for shape in ((128, 128, 24), (32, 32, 160)):
-      out.append(("avg_pool 7x7", shape, {
-          "agg_jax": _function_grad(functools.partial(head.average_pool, window=(7, 7)), shape),
-          "flax": _function_grad(lambda x: nn.avg_pool(x, (7, 7), (7, 7), "VALID"), shape)}))
+    pools = {"agg_jax": functools.partial(head.average_pool, window=(7, 7)),
+             "flax": lambda x: nn.avg_pool(x, (7, 7), (7, 7), "VALID"),
+             "crop_mean": functools.partial(_crop_mean_pool, window=(7, 7))}
+    for backward, name in ((False, "avg_pool 7x7 fwd"), (True, "avg_pool 7x7 bwd")):
+      for shape in ((128, 128, 24), (32, 32, 160)):
+        out.append((name, shape, {variant: _pool_call(pool, shape, backward)
+                                  for variant, pool in pools.items()}))
   return out
+
+
+def _crop_mean_pool(x, window):
+  """Average pooling as a crop, a reshape and a mean (head.average_pool before 2026-12-06)."""
+  (k_h, k_w), (b, h, w, c) = window, x.shape
+  rows, cols = h // k_h, w // k_w
+  return x[:, :rows * k_h, :cols * k_w].reshape(b, rows, k_h, cols, k_w, c).mean(axis=(2, 4))
 
 
 def main(_):

@@ -47,6 +47,24 @@ def test_shifted_depthwise_backward_keeps_no_windows_of_the_input():
   assert temporary_bytes("shifted") <= temporary_bytes("xla")
 
 
+def test_shifted_depthwise_inference_reads_only_the_padded_copy_of_its_activation():
+  """Without gradients, on CPU, the activation before a depthwise layer is written once, padded,
+  and every tap reads that copy: no other intermediate of the input's size is materialised (XLA
+  otherwise reads the centre tap from the unpadded activation and keeps part of it as well)."""
+  x = jax.random.normal(jax.random.key(0), (2, 16, 16, 32))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 32))
+  layer = lambda x, kernel: layers.depthwise_conv(jax.nn.silu(x * 1.5 + 0.5), kernel)
+  compiled = jax.jit(layer).lower(x, kernel).compile()
+  fusion_shapes = [line.split("=")[1].split("{")[0].strip()
+                   for line in compiled.as_text().split("ENTRY")[1].splitlines()
+                   if " fusion(" in line]
+  assert sorted(fusion_shapes) == ["f32[2,16,16,32]", "f32[2,18,18,32]"]  # the result, the copy
+  np.testing.assert_allclose(
+      compiled(x, kernel),
+      layers.depthwise_conv(jax.nn.silu(x * 1.5 + 0.5), kernel, implementation="xla"),
+      rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 def test_shifted_depthwise_gradients_in_bfloat16_stay_bfloat16_and_close(stride):
   x = jax.random.normal(jax.random.key(1), (2, 8, 8, 4), jnp.bfloat16)
