@@ -29,14 +29,13 @@ from absl import app, flags  # noqa: E402
 
 from agg_jax import models  # noqa: E402
 
-import bench_blocks  # noqa: E402  (its flags: --stages, --size, --batch)
+import bench_blocks  # noqa: E402  (its flags: --stages, --first, --size, --batch, --task)
 import bench_common  # noqa: E402
 
 flags.DEFINE_enum("target", "block", ["block", "detector"],
                   "One block of EfficientNetV2-S (the first of --stages), or the whole detector.")
 flags.DEFINE_enum("model", "efficientnetv2_s", sorted(models.BACKBONES),
                   "The detector's backbone (--target=detector).")
-flags.DEFINE_enum("task", "train", ["train", "infer"], "Forward and backward, or forward only.")
 flags.DEFINE_integer("calls", 3, "Traced calls (after two untraced ones); times are per call.")
 flags.DEFINE_integer("top", 25, "How many operations to list.")
 FLAGS = flags.FLAGS
@@ -44,10 +43,10 @@ FLAGS = flags.FLAGS
 
 def block_call():
   """(jitted function, arguments): one block, forward (+ backward) in training mode."""
-  stage, shape = bench_blocks.stage_inputs(FLAGS.size)[int(FLAGS.stages[0]) - 1]
+  stage, shape = bench_blocks.stage_inputs(FLAGS.size, FLAGS.first)[int(FLAGS.stages[0]) - 1]
+  module = bench_blocks.block(stage, FLAGS.first, shape[-1])
   if FLAGS.task == "train":
-    return bench_common.module_grad(bench_blocks.block(stage), (FLAGS.batch, *shape), train=True)
-  module = bench_blocks.block(stage)
+    return bench_common.module_grad(module, (FLAGS.batch, *shape), train=True)
   x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
   variables = module.init(jax.random.key(1), x, train=False)
   return jax.jit(lambda variables, x: module.apply(variables, x, train=False)), (variables, x)
