@@ -4,10 +4,15 @@ import os
 import platform
 import subprocess
 import sys
+import types
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from agg_jax import cpu_defaults
+from agg_jax import cpu_defaults, models, sharding, train
+from configs import demo
 from tests.helpers import REPO
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
@@ -90,3 +95,31 @@ def test_the_default_scheduler_shrinks_the_train_steps_temporary_buffers():
   ours = temp_bytes("")
   xlas = temp_bytes("--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT")
   assert ours < 0.85 * xlas, (ours, xlas)
+
+
+def test_run_once_compiler_options_are_for_cpus_and_switch_off_with_the_flags():
+  cpus = jax.devices("cpu")
+  assert cpu_defaults.run_once_compiler_options(cpus, {}) == cpu_defaults.RUN_ONCE_COMPILER_OPTIONS
+  assert cpu_defaults.run_once_compiler_options(cpus, {"AGG_JAX_XLA_FLAGS": "none"}) == {}
+  assert cpu_defaults.run_once_compiler_options([types.SimpleNamespace(platform="gpu")], {}) == {}
+
+
+def test_fast_compiled_initialisation_is_xlas_within_a_rounding():
+  model = models.create("efficientnetv2_tiny")
+  init = lambda options: jax.jit(
+      lambda rng: model.init(rng, jnp.zeros((1, 32, 32, 3), jnp.uint8), train=False),
+      compiler_options=options)(jax.random.key(0))
+  fast, default = init(cpu_defaults.RUN_ONCE_COMPILER_OPTIONS), init({})
+  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(default)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_the_train_state_is_initialised_with_the_run_once_options(monkeypatch):
+  """The options reach XLA: an invalid one makes the initialisation fail."""
+  monkeypatch.setattr(cpu_defaults, "RUN_ONCE_COMPILER_OPTIONS", {"xla_cpu_opt_preset": "NOPE"})
+  config = demo.get_config()
+  config.model.name = "efficientnetv2_tiny"
+  mesh = sharding.make_mesh(config.mesh)
+  with pytest.raises(Exception, match="xla_cpu_opt_preset"):
+    train.init_state(models.from_config(config.model), train.create_optimizer(config), config,
+                     mesh, (32, 32, 3))
