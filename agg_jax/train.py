@@ -116,7 +116,8 @@ def _initialised(model, tx, config, mesh, image_shape, pretrained):
   abstract_state = jax.eval_shape(init, rng, pretrained)
   shardings = sharding.param_shardings(abstract_state, mesh, config.sharding_rules)
   options = cpu_defaults.run_once_compiler_options(mesh.devices.flat)
-  return jax.jit(init, out_shardings=shardings, compiler_options=options)(rng, pretrained), shardings
+  initialise = jax.jit(init, out_shardings=shardings, compiler_options=options)
+  return initialise(rng, pretrained), shardings
 
 
 def abstract_state(config, mesh):

@@ -70,9 +70,10 @@ def _module_grad(module, shape):
 
 def _pool_call(pool, shape, backward: bool):
   """A jitted pass of `pool` on a (B, H, W, C) input, its output flattened into a dense layer as
-  in the head's projections; with `backward`, the input's gradient alone (for a random cotangent
-  of the dense layer's output; the pooling's gradient needs nothing from its forward pass). (A squared sum instead would let XLA fuse the pooling into its reduction,
-  or into the backward pass and recompute it per pixel, which the detector never does.)"""
+  in the head's projections; with `backward`, the input's gradient alone, for a random cotangent
+  of the dense layer's output (the pooling's gradient needs nothing from its forward pass). A
+  squared sum instead would let XLA fuse the pooling into its reduction, or into the backward
+  pass and recompute it per pixel, which the detector never does."""
   x = jax.random.normal(jax.random.key(0), (FLAGS.batch, *shape), jnp.float32)
   pooled = jax.eval_shape(pool, x)
   dense = jax.random.normal(jax.random.key(1), (pooled.size // FLAGS.batch, 256), jnp.float32)
