@@ -97,13 +97,16 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, config, mesh,
   What compiling the initialisation used goes back to the system (about 1 GB for
   EfficientNetV2-S; cpu_defaults.release_free_memory), once the compiled function is gone.
   """
-  state, shardings = _initialised(model, tx, config, mesh, image_shape, pretrained)
+  options = cpu_defaults.run_once_compiler_options(mesh.devices.flat)
+  state, shardings = _initialised(model, tx, config, mesh, image_shape, pretrained, options)
   jax.block_until_ready(state)  # until it has run, its buffers are not free
   cpu_defaults.release_free_memory()
   return state, shardings
 
 
-def _initialised(model, tx, config, mesh, image_shape, pretrained):
+def _initialised(model, tx, config, mesh, image_shape, pretrained, compiler_options):
+  """(state, shardings); `compiler_options` only where this is not traced inside another
+  function (jax.jit takes them at the top level alone)."""
   def init(rng, pretrained):
     init_rng, state_rng = jax.random.split(rng)
     variables = model.init(init_rng, jnp.zeros((1, *image_shape), jnp.uint8), train=False)
@@ -115,8 +118,7 @@ def _initialised(model, tx, config, mesh, image_shape, pretrained):
   rng = jax.random.PRNGKey(config.seed)
   abstract_state = jax.eval_shape(init, rng, pretrained)
   shardings = sharding.param_shardings(abstract_state, mesh, config.sharding_rules)
-  options = cpu_defaults.run_once_compiler_options(mesh.devices.flat)
-  initialise = jax.jit(init, out_shardings=shardings, compiler_options=options)
+  initialise = jax.jit(init, out_shardings=shardings, compiler_options=compiler_options)
   return initialise(rng, pretrained), shardings
 
 
@@ -126,9 +128,9 @@ def abstract_state(config, mesh):
   made = {}
 
   def init():
-    state, made["shardings"] = init_state(
+    state, made["shardings"] = _initialised(
         models.from_config(config.model), create_optimizer(config), config, mesh,
-        data.image_shape(config.data))
+        data.image_shape(config.data), None, {})
     return state
 
   return jax.eval_shape(init), made["shardings"]
