@@ -44,13 +44,14 @@ def average_pool(x: jax.Array, window: tuple[int, int]) -> jax.Array:
 def _average_pool(x, window, shape):
   (k_h, k_w), (b, h, w, c) = window, shape
   rows, cols = h // k_h, w // k_w
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)  # as jnp.mean sums bfloat16
   total = None
   for i in range(k_h):
     for j in range(k_w):
       part = lax.slice(x, (0, i, j, 0), (b, i + (rows - 1) * k_h + 1, j + (cols - 1) * k_w + 1, c),
-                       (1, k_h, k_w, 1))
+                       (1, k_h, k_w, 1)).astype(accumulate)
       total = part if total is None else total + part
-  return total / (k_h * k_w)
+  return (total / (k_h * k_w)).astype(x.dtype)
 
 
 def _average_pool_fwd(x, window, shape):

@@ -163,6 +163,14 @@ def test_average_pool_matches_flax_avg_pool_values_and_gradients(shape, window):
                              rtol=1e-6, atol=1e-6)
 
 
+def test_average_pool_sums_bfloat16_in_float32():
+  x = jax.random.normal(jax.random.key(7), (2, 14, 14, 3)).astype(jnp.bfloat16)
+  pooled = head.average_pool(x, (7, 7))
+  assert pooled.dtype == jnp.bfloat16
+  reference = nn.avg_pool(x.astype(jnp.float32), (7, 7), (7, 7), "VALID").astype(jnp.bfloat16)
+  np.testing.assert_array_equal(pooled.astype(np.float32), reference.astype(np.float32))
+
+
 class _Tiny(nn.Module):
   @nn.compact
   def __call__(self, x, train):
