@@ -60,10 +60,14 @@ XLA_SWITCH, MALLOC_SWITCH = "AGG_JAX_XLA_FLAGS", "AGG_JAX_MALLOC"
 RUN_ONCE_COMPILER_OPTIONS = {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"}
 
 
+def _xla_defaults_on(environ) -> bool:
+  return environ.get(XLA_SWITCH, "").lower() != "none"
+
+
 def run_once_compiler_options(devices, environ=os.environ) -> dict:
   """`RUN_ONCE_COMPILER_OPTIONS` where every device is a CPU and the XLA defaults are on, else
   none (`jax.jit(..., compiler_options=...)`)."""
-  if environ.get(XLA_SWITCH, "").lower() == "none":
+  if not _xla_defaults_on(environ):
     return {}
   return dict(RUN_ONCE_COMPILER_OPTIONS) if all(d.platform == "cpu" for d in devices) else {}
 
@@ -99,7 +103,7 @@ def release_free_memory() -> bool:
 
 def apply(environ=os.environ) -> None:
   """Sets both defaults in this process, each unless its switch turns it off."""
-  if environ.get(XLA_SWITCH, "").lower() != "none":
+  if _xla_defaults_on(environ):
     environ["XLA_FLAGS"] = merged_xla_flags(environ.get("XLA_FLAGS", ""))
   if environ.get(MALLOC_SWITCH, "").lower() != "system":
     tune_malloc()

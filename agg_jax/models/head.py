@@ -20,7 +20,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
+
+from agg_jax.models import layers
 
 
 def pool_window(window: int, height: int, width: int) -> tuple[int, int]:
@@ -42,15 +43,10 @@ def average_pool(x: jax.Array, window: tuple[int, int]) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _average_pool(x, window, shape):
-  (k_h, k_w), (b, h, w, c) = window, shape
-  rows, cols = h // k_h, w // k_w
+  (k_h, k_w), (_, h, w, _) = window, shape
   accumulate = jnp.promote_types(x.dtype, jnp.float32)  # as jnp.mean sums bfloat16
-  total = None
-  for i in range(k_h):
-    for j in range(k_w):
-      part = lax.slice(x, (0, i, j, 0), (b, i + (rows - 1) * k_h + 1, j + (cols - 1) * k_w + 1, c),
-                       (1, k_h, k_w, 1)).astype(accumulate)
-      total = part if total is None else total + part
+  parts = layers.strided_windows(x, window, window, (h // k_h, w // k_w))
+  total = sum(part.astype(accumulate) for _, _, part in parts)
   return (total / (k_h * k_w)).astype(x.dtype)
 
 

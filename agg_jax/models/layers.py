@@ -56,16 +56,17 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int = 1,
   return _shifted_depthwise(x, kernel, stride, pads)
 
 
-def _windows(padded: jax.Array, kernel_size: tuple[int, int], stride: int,
-             out_hw: tuple[int, int]):
-  """The k*k strided windows of a padded (N, H, W, C) input that tap (i, j) of a kernel
-  multiplies, in kernel order, as (i, j, window)."""
-  (k_h, k_w), (out_h, out_w) = kernel_size, out_hw
+def strided_windows(x: jax.Array, window: tuple[int, int], strides: tuple[int, int],
+                    out_hw: tuple[int, int]):
+  """The window[0] * window[1] strided (N, *out_hw, C) slices of x that offset (i, j) of a window
+  reads, in window order, as (i, j, slice): a depthwise convolution's taps over its padded input,
+  an average pooling's terms."""
+  (k_h, k_w), (s_h, s_w), (out_h, out_w) = window, strides, out_hw
   for i in range(k_h):
     for j in range(k_w):
-      yield i, j, lax.slice(padded, (0, i, j, 0),
-                            (padded.shape[0], i + (out_h - 1) * stride + 1,
-                             j + (out_w - 1) * stride + 1, padded.shape[3]), (1, stride, stride, 1))
+      yield i, j, lax.slice(x, (0, i, j, 0),
+                            (x.shape[0], i + (out_h - 1) * s_h + 1, j + (out_w - 1) * s_w + 1,
+                             x.shape[3]), (1, s_h, s_w, 1))
 
 
 def _shifted_forward(x, kernel, stride, pads, padded_apart: bool = False):
@@ -79,7 +80,7 @@ def _shifted_forward(x, kernel, stride, pads, padded_apart: bool = False):
     padded = _kept_apart_on_cpu(padded)
   out_hw = ((padded.shape[1] - k_h) // stride + 1, (padded.shape[2] - k_w) // stride + 1)
   out = None
-  for i, j, window in _windows(padded, (k_h, k_w), stride, out_hw):
+  for i, j, window in strided_windows(padded, (k_h, k_w), (stride, stride), out_hw):
     term = window.astype(accumulate) * kernel[i, j, 0].astype(accumulate)
     out = term if out is None else out + term
   return out.astype(result_dtype)
