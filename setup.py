@@ -59,6 +59,7 @@ setuptools.setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["agg_jax", "agg_jax.*"]),
+    package_data={"agg_jax.models": ["cpu_kernels.cc"]},  # built on first use (cpu_kernels.py)
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

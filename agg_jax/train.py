@@ -153,7 +153,10 @@ def make_train_step(mesh, state_shardings):
           mutable=["batch_stats"], rngs={"dropout": dropout_rng})
       return bce_loss(logits, batch["labels"]), (logits, updates)
 
-    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    # Traced under the mesh, so that layers whose gradient is a custom CPU kernel sum each
+    # device's images there (models.cpu_kernels) instead of gathering the batch.
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"])
     accuracy = jnp.mean((logits > 0) == (batch["labels"] > 0.5))
     return state, {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)}

@@ -4,8 +4,10 @@ and every parameter) at EfficientNetV2-S's shapes (256x256 input, batch 16), alt
 after a warm-up, medians and the ratio.
 
   pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul) against flax.linen.Conv
-  depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written backward pass)
-              against autodiff of the same shifted form and XLA's grouped convolution
+  depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written backward pass, the
+              kernel gradient in C++) against the same with XLA's k*k sums for the kernel
+              gradient (AGG_JAX_CPU_KERNELS=none), autodiff of the shifted form and XLA's
+              grouped convolution
   batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
               flax.linen.BatchNorm followed by the activation
   avg_pool    head.average_pool (strided slices summed, broadcast gradient) against
@@ -28,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from agg_jax.models import head, layers  # noqa: E402
+from agg_jax.models import cpu_kernels, head, layers  # noqa: E402
 
 import bench_common  # noqa: E402
 
@@ -68,6 +70,13 @@ def _module_grad(module, shape):
   return lambda: jax.block_until_ready(grad(*args))
 
 
+def _traced_in(environ: dict, call):
+  """`call`, traced (its first call) with `environ` in the environment."""
+  with bench_common.environment(environ):
+    call()
+  return call
+
+
 def _pool_call(pool, shape, backward: bool):
   """A jitted pass of `pool` on a (B, H, W, C) input, its output flattened into a dense layer as
   in the head's projections; with `backward`, the input's gradient alone, for a random cotangent
@@ -100,6 +109,8 @@ def cases():
                           ((32, 32, 512), 2)):
       out.append((f"depthwise 3x3 /{stride}", shape, {
           "agg_jax": _module_grad(layers.DepthwiseConv(3, stride), shape),
+          "xla_sums": _traced_in({cpu_kernels.SWITCH: "none"},
+                                 _module_grad(layers.DepthwiseConv(3, stride), shape)),
           "autodiff": _module_grad(_AutodiffDepthwise(3, stride), shape),
           "xla_grouped": _module_grad(layers.DepthwiseConv(3, stride, "xla"), shape)}))
   if "batch_norm" in FLAGS.layers:

@@ -2,12 +2,15 @@
 
 --compare=depthwise: depthwise convolutions as k*k shifted multiply-adds against XLA's grouped
 convolution, which is slow on CPU (docs/architecture.md). --compare=dtype: float32 against
-bfloat16 mixed precision (`model.dtype`). The whole jitted train step (forward, backward,
+bfloat16 mixed precision (`model.dtype`). --compare=cpu_kernels: the depthwise kernel gradient
+as the C++ kernel (agg_jax/models/cpu_kernels.py) against XLA's k*k sums
+(`AGG_JAX_CPU_KERNELS=none`). The whole jitted train step (forward, backward,
 AdamW) is timed in alternating rounds after a warm-up; medians and the ratio are printed.
 
   python bench/bench_train_step.py --model=efficientnetv2_mini --size=64 --batch=32
   python bench/bench_train_step.py --compare=dtype --model=efficientnetv2_mini --size=64
   python bench/bench_train_step.py --model=efficientnetv2_s --size=256 --batch=8 --steps=3
+  python bench/bench_train_step.py --compare=cpu_kernels --model=mobilenetv2 --size=128
 """
 
 import os
@@ -22,6 +25,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import bench_common  # noqa: E402
 from agg_jax import models  # noqa: E402
+from agg_jax.models import cpu_kernels  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
 flags.DEFINE_string("model", "efficientnetv2_mini", "Backbone name.")
@@ -29,22 +33,27 @@ flags.DEFINE_integer("size", 64, "Input side.")
 flags.DEFINE_integer("batch", 32, "Global batch size.")
 flags.DEFINE_integer("steps", 10, "Timed steps per round (after one warm-up step).")
 flags.DEFINE_integer("rounds", 3, "Alternating rounds; the median round is reported.")
-flags.DEFINE_enum("compare", "depthwise", ["depthwise", "dtype"], "What the two variants are.")
+flags.DEFINE_enum("compare", "depthwise", ["depthwise", "dtype", "cpu_kernels"],
+                  "What the two variants are.")
 FLAGS = flags.FLAGS
 
 
+# variant -> the backbone's fields, and the environment the step is traced in ("environ").
 VARIANTS = {"depthwise": {"shifted": {"depthwise": "shifted"}, "xla": {"depthwise": "xla"}},
-            "dtype": {"float32": {"dtype": jnp.float32}, "bfloat16": {"dtype": jnp.bfloat16}}}
+            "dtype": {"float32": {"dtype": jnp.float32}, "bfloat16": {"dtype": jnp.bfloat16}},
+            "cpu_kernels": {"cpp": {}, "xla_sums": {"environ": {cpu_kernels.SWITCH: "none"}}}}
 
 
-def make_step(**backbone_fields):
-  """(compile seconds, a function that times FLAGS.steps steps) of the jitted train step."""
+def make_step(environ=None, **backbone_fields):
+  """(compile seconds, a function that times FLAGS.steps steps) of the jitted train step, traced
+  with `environ` added to the environment."""
   config = default_config.get_config()
   config.model.name = FLAGS.model
   state, step, batch = bench_common.synthetic_train_step(
       config, FLAGS.size, FLAGS.batch, models.create(FLAGS.model, **backbone_fields))
   start = time.perf_counter()
-  state, metrics = step(state, batch)
+  with bench_common.environment(environ or {}):
+    state, metrics = step(state, batch)  # traced and compiled here
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start
   holder = [state]

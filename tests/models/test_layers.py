@@ -7,13 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agg_jax.models import head, layers
+from agg_jax.models import cpu_kernels, head, layers
 
 
 @pytest.mark.parametrize("hw", [(11, 9), (10, 8)])  # odd and even: "same" pads differ at stride 2
 @pytest.mark.parametrize("stride,padding,kernel", [(1, "same", 3), (2, "same", 3),
                                                    (2, "symmetric", 5), (1, "symmetric", 5)])
-def test_shifted_depthwise_gradients_match_grouped_convolution(stride, padding, kernel, hw):
+@pytest.mark.parametrize("cpu_kernels_switch", ["", "none"])  # the C++ kernel gradient, XLA's
+def test_shifted_depthwise_gradients_match_grouped_convolution(stride, padding, kernel, hw,
+                                                               cpu_kernels_switch, monkeypatch):
+  monkeypatch.setenv(cpu_kernels.SWITCH, cpu_kernels_switch)
   keys = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(keys[0], (2, *hw, 6))
   w = jax.random.normal(keys[1], (kernel, kernel, 1, 6))

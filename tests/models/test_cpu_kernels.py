@@ -1,0 +1,145 @@
+"""The C++ CPU kernels (agg_jax/models/cpu_kernels.py): built and loaded, equal to XLA's grouped
+convolution's gradient, taken by the depthwise layer's backward pass, split over a mesh's batch
+axes without gathering the images, and off (with XLA's form in their place) where they cannot
+be built or are switched off."""
+
+import logging
+import os
+import pathlib
+import stat
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from agg_jax import sharding
+from agg_jax.models import cpu_kernels, layers
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.skipif(cpu_kernels._compiler() is None,
+                                reason="no C++ compiler (c++ or $CXX) to build the CPU kernels")
+
+
+def grouped_conv_kernel_grad(x, grad, kernel_hw, stride, pads):
+  """The reference: autodiff of XLA's grouped convolution with respect to its kernel."""
+  channels = x.shape[-1]
+  conv = lambda kernel: lax.conv_general_dilated(
+      x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=channels)
+  _, vjp = jax.vjp(conv, jnp.zeros((*kernel_hw, 1, channels)))
+  return vjp(grad)[0]
+
+
+@pytest.mark.parametrize("shape,kernel,stride,pads", [
+    ((2, 7, 9, 5), 3, 1, ((1, 1), (1, 1))),   # odd sides, fewer channels than a vector
+    ((3, 8, 8, 20), 3, 2, ((0, 1), (0, 1))),   # TF "same" at stride 2: the odd pixel after
+    ((1, 9, 9, 3), 5, 2, ((2, 2), (2, 2))),    # 5x5, one image
+    ((5, 16, 16, 48), 3, 1, ((1, 1), (1, 1))),  # more images than threads
+    ((2, 6, 6, 4), 3, 1, ((0, 0), (0, 0))),    # no padding
+])
+def test_kernel_gradient_equals_the_grouped_convolutions(shape, kernel, stride, pads):
+  assert cpu_kernels.enabled()
+  keys = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(keys[0], shape)
+  out_hw = [(shape[axis] + sum(pads[axis - 1]) - kernel) // stride + 1 for axis in (1, 2)]
+  grad = jax.random.normal(keys[1], (shape[0], *out_hw, shape[3]))
+  native = jax.jit(lambda x, g: cpu_kernels.depthwise_kernel_grad(
+      x, g, (kernel, kernel), stride, pads))(x, grad)
+  expected = grouped_conv_kernel_grad(x, grad, (kernel, kernel), stride, pads)
+  assert native.shape == expected.shape == (kernel, kernel, 1, shape[3])
+  # Sums of up to 1280 float32 products in another order: within 1e-4 of sums of magnitude 40.
+  np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-4)
+
+
+def compiled_gradient(loss, *args):
+  return jax.jit(jax.grad(loss)).lower(*args).compile()
+
+
+def test_the_depthwise_layers_backward_pass_calls_the_kernel_unless_switched_off(monkeypatch):
+  x = jax.random.normal(jax.random.key(0), (4, 12, 12, 16))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 16))
+  loss = lambda kernel, x: jnp.sum(jnp.sin(layers.depthwise_conv(x, kernel, 2)))
+  with_kernel = compiled_gradient(loss, kernel, x)
+  monkeypatch.setenv(cpu_kernels.SWITCH, "none")
+  without = compiled_gradient(loss, kernel, x)
+  assert cpu_kernels.DEPTHWISE_KERNEL_GRAD in with_kernel.as_text()
+  assert cpu_kernels.DEPTHWISE_KERNEL_GRAD not in without.as_text()
+  np.testing.assert_allclose(with_kernel(kernel, x), without(kernel, x), rtol=1e-5, atol=1e-5)
+
+
+def test_under_a_mesh_each_device_sums_its_own_images():
+  """8 devices on the batch axis: the kernel runs on each device's 2 images and the sums are
+  added across devices; no device gathers the batch."""
+  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  script = "from tests.models.test_cpu_kernels import sharded_kernel_gradient as f; f()"
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
+def sharded_kernel_gradient():
+  from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: PLC0415
+  mesh = sharding.make_mesh((("data", 8),))
+  x = jax.device_put(jax.random.normal(jax.random.key(0), (16, 8, 8, 32)),
+                     NamedSharding(mesh, P("data")))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 32))
+  loss = lambda kernel, x: jnp.sum(jnp.sin(layers.depthwise_conv(x, kernel)))
+
+  def under_mesh(kernel, x):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return jax.grad(loss)(kernel, x)
+
+  compiled = jax.jit(under_mesh).lower(kernel, x).compile()
+  text = compiled.as_text()
+  calls = [line for line in text.splitlines() if cpu_kernels.DEPTHWISE_KERNEL_GRAD in line]
+  assert len(calls) == 1 and "f32[2,8,8,32]" in calls[0], calls
+  assert "all-gather" not in text and "all-reduce" in text
+  expected = jax.grad(lambda k: jnp.sum(jnp.sin(layers.depthwise_conv(x, k, 1, "xla"))))(kernel)
+  np.testing.assert_allclose(compiled(kernel, x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture
+def fresh_load(monkeypatch):
+  """`cpu_kernels._loaded` forgets its answer before and after the test."""
+  cpu_kernels._loaded.cache_clear()
+  yield
+  monkeypatch.undo()
+  cpu_kernels._loaded.cache_clear()
+  assert cpu_kernels.enabled()
+
+
+def test_without_a_compiler_a_warning_says_so_and_the_kernels_are_off(monkeypatch, caplog,
+                                                                      fresh_load):
+  monkeypatch.setenv("CXX", "no-such-compiler")
+  with caplog.at_level(logging.WARNING):
+    assert not cpu_kernels.enabled()
+  assert "no C++ compiler (no-such-compiler)" in caplog.text
+
+
+def test_a_failed_build_raises_with_the_compilers_message(tmp_path):
+  compiler = tmp_path / "broken-c++"
+  compiler.write_text("#!/bin/sh\necho 'cpu_kernels.cc:1: error: something is wrong' >&2\n"
+                      "exit 1\n")
+  compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
+  with pytest.raises(cpu_kernels.BuildError, match="cpu_kernels.cc:1: error: something is wrong"):
+    cpu_kernels.build(str(compiler), tmp_path / "cache")
+  assert not list((tmp_path / "cache").rglob("*.so"))  # no half-built library left to load
+
+
+def test_the_library_is_built_once_and_then_found(tmp_path):
+  compiler = cpu_kernels._compiler()
+  library = cpu_kernels.build(compiler, tmp_path)
+  built = library.stat().st_mtime_ns
+  assert cpu_kernels.build(compiler, tmp_path) == library
+  assert library.stat().st_mtime_ns == built
+  assert [p.name for p in pathlib.Path(tmp_path).rglob("*") if p.is_file()] == [library.name]
+
+
+def test_switch_and_other_backends_turn_the_kernels_off():
+  assert not cpu_kernels.enabled({cpu_kernels.SWITCH: "none"})
+  assert cpu_kernels.enabled({cpu_kernels.SWITCH: ""}) == (jax.default_backend() == "cpu")
+  assert os.environ.get(cpu_kernels.SWITCH, "") != "none"
