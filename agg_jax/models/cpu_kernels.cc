@@ -13,6 +13,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -56,28 +57,38 @@ void AddImage(const Geometry& geo, const float* x, const float* g, int64_t n, fl
   }
 }
 
-// The images, shared by the calling thread and the tasks it schedules: each takes the next
-// image until none is left. The caller waits only for images already taken, so it never waits
-// on a task that has not started (the thread pool may be busy, or the caller one of its threads).
-struct Images {
-  Geometry geo;
-  const float* x;
-  const float* g;
-  int64_t count;
-  std::vector<float> partial_sums;  // count x (KH * KW * C)
-  std::atomic<int64_t> next{0};
-  std::mutex mutex;
-  std::condition_variable all_done;
-  int64_t done = 0;
+// Runs body(chunk) for every chunk in [0, count) on the calling thread and on up to
+// pool.num_threads() - 1 tasks of XLA's thread pool, each taking the next chunk until none is
+// left. The caller waits only for chunks already taken, so it never waits on a task that has not
+// started (the pool may be busy, or the caller one of its threads).
+class Chunks {
+ public:
+  static void Run(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> body) {
+    auto chunks = std::make_shared<Chunks>(count, std::move(body));
+    const int64_t helpers = std::min<int64_t>(pool.num_threads(), count) - 1;
+    for (int64_t t = 0; t < helpers; ++t) pool.Schedule([chunks] { chunks->RunRemaining(); });
+    chunks->RunRemaining();
+    std::unique_lock<std::mutex> lock(chunks->mutex_);
+    chunks->all_done_.wait(lock, [&] { return chunks->done_ == chunks->count_; });
+  }
 
-  void SumRemaining() {
-    const int64_t taps = geo.kernel_height * geo.kernel_width * geo.channels;
-    for (int64_t n; (n = next.fetch_add(1)) < count;) {
-      AddImage(geo, x, g, n, partial_sums.data() + n * taps);
-      std::lock_guard<std::mutex> lock(mutex);
-      if (++done == count) all_done.notify_all();
+  Chunks(int64_t count, std::function<void(int64_t)> body) : count_(count), body_(body) {}
+
+ private:
+  void RunRemaining() {
+    for (int64_t chunk; (chunk = next_.fetch_add(1)) < count_;) {
+      body_(chunk);
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (++done_ == count_) all_done_.notify_all();
     }
   }
+
+  const int64_t count_;
+  const std::function<void(int64_t)> body_;
+  std::atomic<int64_t> next_{0};
+  std::mutex mutex_;
+  std::condition_variable all_done_;
+  int64_t done_ = 0;
 };
 
 ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, Tensor4 x, Tensor4 g, Result4 grad_kernel,
@@ -97,27 +108,19 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, Tensor4 x, Tensor4 g, R
   const int64_t taps = geo.kernel_height * geo.kernel_width * geo.channels;
   float* out = grad_kernel->typed_data();
   std::fill(out, out + taps, 0.0f);
-  if (xd[0] == 0) return ffi::Error::Success();
-
-  auto images = std::make_shared<Images>();
-  images->geo = geo;
-  images->x = x.typed_data();
-  images->g = g.typed_data();
-  images->count = xd[0];
-  images->partial_sums.assign(images->count * taps, 0.0f);
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), images->count) - 1;
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([images] { images->SumRemaining(); });
-  images->SumRemaining();
-  {
-    std::unique_lock<std::mutex> lock(images->mutex);
-    images->all_done.wait(lock, [&] { return images->done == images->count; });
-  }
-  for (int64_t n = 0; n < images->count; ++n) {
-    const float* partial = images->partial_sums.data() + n * taps;
+  const float* xs = x.typed_data();
+  const float* gs = g.typed_data();
+  const int64_t images = xd[0];
+  std::vector<float> partial_sums(images * taps, 0.0f);
+  Chunks::Run(pool, images,
+              [&](int64_t n) { AddImage(geo, xs, gs, n, partial_sums.data() + n * taps); });
+  for (int64_t n = 0; n < images; ++n) {
+    const float* partial = partial_sums.data() + n * taps;
     for (int64_t t = 0; t < taps; ++t) out[t] += partial[t];
   }
   return ffi::Error::Success();
 }
+
 
 }  // namespace
 

@@ -3,16 +3,21 @@ and called through XLA's FFI.
 
 One kernel so far: the depthwise convolution's kernel gradient (`depthwise_kernel_grad`), one
 pass over the input and the output gradient where XLA's form (k*k separate products and sums,
-`layers._summed_taps`) reads both once per tap: 3-7x faster at EfficientNetV2-S's and
-MobileNetV2's shapes, and their training steps 1.08x and 1.37x as fast (docs/architecture.md,
-"The depthwise kernel gradient in C++").
+`layers._summed_taps`) reads both once per tap: the layer's forward and backward pass
+1.35-1.94x as fast at EfficientNetV2-S's shapes, the training step 1.10x (EfficientNetV2-S),
+1.34x (MobileNetV2) and 1.49x (EfficientNet-Lite0) (docs/architecture.md, "The depthwise kernel
+gradient in C++").
 
 The library is built with the system's C++ compiler (`$CXX`, else `c++`) against jaxlib's FFI
 headers, for this processor (`-march=native`), into `$XDG_CACHE_HOME/agg_jax/cpu_kernels/<key>`
 (`~/.cache` by default), where `<key>` covers the source, the jaxlib version, the compiler and
 the processor: a second run, or a second process, loads it. Where there is no compiler or the
-build fails, a warning says why and the layers keep XLA's form, which computes the same values.
+build fails, a warning says why and the layers keep XLA's form, which computes the same sums.
 `AGG_JAX_CPU_KERNELS=none` in the environment turns the kernels off.
+
+Inside a jitted function traced under a mesh (`jax.sharding.use_abstract_mesh`, as the train
+step is) whose batch axes split the images, each device sums its own images and the sums are
+added over those axes (`shard_map`); XLA would otherwise gather the batch onto every device.
 """
 
 import ctypes
@@ -37,7 +42,9 @@ from agg_jax.sharding import BATCH_AXES
 SWITCH = "AGG_JAX_CPU_KERNELS"
 SOURCE = pathlib.Path(__file__).with_suffix(".cc")
 COMPILE_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
-DEPTHWISE_KERNEL_GRAD = "agg_jax_depthwise_kernel_grad"
+# FFI target names -> the library's symbols.
+TARGETS = {"agg_jax_depthwise_kernel_grad": "DepthwiseKernelGrad"}
+(DEPTHWISE_KERNEL_GRAD,) = TARGETS
 
 
 class BuildError(RuntimeError):
@@ -101,18 +108,18 @@ def _loaded() -> pathlib.Path | None:
   where that fails."""
   compiler = _compiler()
   if compiler is None:
-    logging.warning("agg_jax.models.cpu_kernels: no C++ compiler (%s) found, so the depthwise "
-                    "kernel gradient uses XLA's slower form; install g++ or set $CXX",
+    logging.warning("agg_jax.models.cpu_kernels: no C++ compiler (%s) found, so the layers "
+                    "use XLA's slower forms; install g++ or set $CXX",
                     os.environ.get("CXX", "c++"))
     return None
   try:
     library = build(compiler, _cache_dir())
     handle = ctypes.cdll.LoadLibrary(str(library))
-    jax.ffi.register_ffi_target(DEPTHWISE_KERNEL_GRAD,
-                                jax.ffi.pycapsule(handle.DepthwiseKernelGrad), platform="cpu")
-  except (BuildError, OSError) as error:
-    logging.warning("agg_jax.models.cpu_kernels: %s\nThe depthwise kernel gradient uses XLA's "
-                    "slower form.", error)
+    for target, symbol in TARGETS.items():
+      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)),
+                                  platform="cpu")
+  except (BuildError, OSError, AttributeError) as error:
+    logging.warning("agg_jax.models.cpu_kernels: %s\nThe layers use XLA's slower forms.", error)
     return None
   return library
 
@@ -121,25 +128,23 @@ def depthwise_kernel_grad(x: jax.Array, grad: jax.Array, kernel_hw: tuple[int, i
                           stride: int, pads) -> jax.Array:
   """The (KH, KW, 1, C) float32 kernel gradient of a depthwise convolution of x (N, H, W, C)
   whose output gradient is `grad` (N, OH, OW, C), with `stride` and `pads` ((top, bottom),
-  (left, right)). CPU only; call `enabled()` first.
+  (left, right)). CPU only; call `enabled()` first."""
+  out = jax.ShapeDtypeStruct((*kernel_hw, 1, x.shape[-1]), jnp.float32)
+  call = jax.ffi.ffi_call(DEPTHWISE_KERNEL_GRAD, out)
+  return _summed_over_batch(
+      lambda x, grad: call(x, grad, stride=np.int64(stride), pad_top=np.int64(pads[0][0]),
+                           pad_left=np.int64(pads[1][0])),
+      (x.astype(jnp.float32), grad.astype(jnp.float32)))
 
-  Inside a jitted function traced under a mesh (`jax.sharding.use_abstract_mesh`) whose batch
-  axes split the images, each device sums its own images and the sums are added over those axes
-  (`shard_map`); XLA would otherwise gather every image onto every device first."""
-  call = functools.partial(_call, kernel_hw=tuple(kernel_hw), stride=stride,
-                           pad_top=pads[0][0], pad_left=pads[1][0])
-  x, grad = x.astype(jnp.float32), grad.astype(jnp.float32)
+
+def _summed_over_batch(call, batched: tuple):
+  """call(*batched), a sum over the batch (the leading axis of each of `batched`): under a mesh
+  whose batch axes split it, each device's sum, added over those axes."""
   mesh = jax.sharding.get_abstract_mesh()
   axes = tuple(a for a in BATCH_AXES if not mesh.empty and a in mesh.axis_names
                and mesh.shape[a] > 1)
-  if not axes or x.shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
-    return call(x, grad)
-  summed = jax.shard_map(lambda x, grad: jax.lax.psum(call(x, grad), axes), mesh=mesh,
-                         in_specs=(P(axes), P(axes)), out_specs=P(), axis_names=set(axes))
-  return summed(x, grad)
-
-
-def _call(x, grad, *, kernel_hw, stride, pad_top, pad_left):
-  out = jax.ShapeDtypeStruct((*kernel_hw, 1, x.shape[-1]), jnp.float32)
-  return jax.ffi.ffi_call(DEPTHWISE_KERNEL_GRAD, out)(
-      x, grad, stride=np.int64(stride), pad_top=np.int64(pad_top), pad_left=np.int64(pad_left))
+  if not axes or batched[0].shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
+    return call(*batched)
+  summed = jax.shard_map(lambda *args: jax.lax.psum(call(*args), axes), mesh=mesh,
+                         in_specs=(P(axes),) * len(batched), out_specs=P(), axis_names=set(axes))
+  return summed(*batched)
