@@ -22,6 +22,7 @@ from safetensors.numpy import save as safetensors_bytes
 from sklearn.metrics import roc_curve
 
 from agg_jax import data, evaluate, exported, fileio, models, run, sharding
+from agg_jax.models import cpu_kernels
 from agg_jax.preprocess.aligner import Settings
 
 EXPORT = "export"
@@ -89,8 +90,11 @@ def serialize(function, variables, side: int, platforms) -> bytes:
   """`jax.export` of function(variables, images) for uint8 images (b, side, side, 3), any b."""
   images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {side}, {side}, 3"), jnp.uint8)
   shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), variables)
-  return bytes(jax.export.export(jax.jit(function), platforms=tuple(platforms))(
-      shapes, images).serialize())
+  # Grad-CAM's gradient goes through the depthwise layers' backward pass: XLA's form, since a
+  # serialised program cannot call the C++ kernels built on this machine.
+  with cpu_kernels.suspended():
+    return bytes(jax.export.export(jax.jit(function), platforms=tuple(platforms))(
+        shapes, images).serialize())
 
 
 def write_folder(folder: epath.Path, model, variables, info: dict, platforms) -> None:

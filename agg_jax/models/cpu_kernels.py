@@ -13,13 +13,17 @@ headers, for this processor (`-march=native`), into `$XDG_CACHE_HOME/agg_jax/cpu
 (`~/.cache` by default), where `<key>` covers the source, the jaxlib version, the compiler and
 the processor: a second run, or a second process, loads it. Where there is no compiler or the
 build fails, a warning says why and the layers keep XLA's form, which computes the same sums.
-`AGG_JAX_CPU_KERNELS=none` in the environment turns the kernels off.
+`AGG_JAX_CPU_KERNELS=none` in the environment turns the kernels off; `suspended()` does for
+the programs traced inside it, as for `jax.export` (export.py), whose serialised programs cannot
+call a library built on this machine.
 
 Inside a jitted function traced under a mesh (`jax.sharding.use_abstract_mesh`, as the train
 step is) whose batch axes split the images, each device sums its own images and the sums are
 added over those axes (`shard_map`); XLA would otherwise gather the batch onto every device.
 """
 
+import contextlib
+import contextvars
 import ctypes
 import functools
 import hashlib
@@ -47,16 +51,30 @@ TARGETS = {"agg_jax_depthwise_kernel_grad": "DepthwiseKernelGrad"}
 (DEPTHWISE_KERNEL_GRAD,) = TARGETS
 
 
+_suspended = contextvars.ContextVar("agg_jax_cpu_kernels_suspended", default=False)
+
+
 class BuildError(RuntimeError):
   """The C++ library could not be built; the message says why."""
 
 
 def enabled(environ=os.environ) -> bool:
-  """Whether the kernels are on (`AGG_JAX_CPU_KERNELS` is not "none"), JAX computes on the CPU
-  by default, and the library is built: the first call builds and loads it, or warns once why it
-  cannot and answers False from then on."""
-  return (environ.get(SWITCH, "").lower() != "none" and jax.default_backend() == "cpu"
-          and _loaded() is not None)
+  """Whether the kernels are on (`AGG_JAX_CPU_KERNELS` is not "none", not `suspended()`), JAX
+  computes on the CPU by default, and the library is built: the first call builds and loads it,
+  or warns once why it cannot and answers False from then on."""
+  return (environ.get(SWITCH, "").lower() != "none" and not _suspended.get()
+          and jax.default_backend() == "cpu" and _loaded() is not None)
+
+
+@contextlib.contextmanager
+def suspended():
+  """The kernels are off for what is traced inside the block: layers use XLA's forms. A
+  function JAX traced before keeps what it traced then, so trace new functions inside."""
+  token = _suspended.set(True)
+  try:
+    yield
+  finally:
+    _suspended.reset(token)
 
 
 def _compiler() -> str | None:
@@ -98,6 +116,7 @@ def build(compiler: str, output_dir: pathlib.Path) -> pathlib.Path:
   if result.returncode != 0:
     os.unlink(partial.name)
     raise BuildError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
+  os.chmod(partial.name, 0o755)  # a temporary file's mode is the owner's alone
   os.replace(partial.name, library)
   return library
 

@@ -71,6 +71,25 @@ def test_the_depthwise_layers_backward_pass_calls_the_kernel_unless_switched_off
   np.testing.assert_allclose(with_kernel(kernel, x), without(kernel, x), rtol=1e-5, atol=1e-5)
 
 
+def test_suspended_programs_use_xlas_form_and_can_be_exported():
+  """jax.export refuses a program that calls a library built here; `suspended()` (used by
+  export.py, whose Grad-CAM differentiates the model) traces XLA's form instead."""
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 16))
+  gradient = lambda: jax.grad(lambda kernel, x: jnp.sum(jnp.sin(layers.depthwise_conv(x, kernel))))
+  # A new function each time, as export.py's: JAX reuses what it traced for the same function.
+  export = lambda: jax.export.export(jax.jit(gradient()), platforms=("cpu",))(kernel, x)
+  with pytest.raises(ValueError, match=cpu_kernels.DEPTHWISE_KERNEL_GRAD):
+    export()
+  with cpu_kernels.suspended():
+    assert not cpu_kernels.enabled()
+    exported = export()
+  assert cpu_kernels.enabled()
+  assert cpu_kernels.DEPTHWISE_KERNEL_GRAD not in exported.mlir_module()
+  np.testing.assert_allclose(exported.call(kernel, x), gradient()(kernel, x), rtol=1e-5,
+                             atol=1e-5)
+
+
 def test_under_a_mesh_each_device_sums_its_own_images():
   """8 devices on the batch axis: the kernel runs on each device's 2 images and the sums are
   added across devices; no device gathers the batch."""
