@@ -130,7 +130,7 @@ def abstract_state(config, mesh):
   def init():
     state, made["shardings"] = _initialised(
         models.from_config(config.model), create_optimizer(config), config, mesh,
-        data.image_shape(config.data), None, {})
+        data.image_shape(config.data), pretrained=None, compiler_options={})
     return state
 
   return jax.eval_shape(init), made["shardings"]

@@ -1,11 +1,8 @@
 """What several benchmarks build the same way: the detector's jitted training step on a
 synthetic batch, a module's jitted forward and backward pass, alternating timed rounds, a
-process's peak resident memory, torchvision on the CPU torch, switches set while a step is
-traced. Imported by the scripts in bench/ (their own folder is on sys.path when run as
-`python bench/<script>.py`)."""
+process's peak resident memory, torchvision on the CPU torch. Imported by the scripts in bench/
+(their own folder is on sys.path when run as `python bench/<script>.py`)."""
 
-import contextlib
-import os
 import resource
 import time
 
@@ -49,22 +46,6 @@ def module_grad(module, input_shape, **apply_kwargs):
                         **apply_kwargs)
     return jnp.sum(jnp.square(y))
   return jax.jit(jax.grad(loss, argnums=(0, 1))), (variables["params"], x)
-
-
-@contextlib.contextmanager
-def environment(variables: dict):
-  """`variables` added to os.environ inside the block (switches read while a step is traced,
-  such as AGG_JAX_CPU_KERNELS), the environment as it was after."""
-  saved = {name: os.environ.get(name) for name in variables}
-  os.environ.update(variables)
-  try:
-    yield
-  finally:
-    for name, value in saved.items():
-      if value is None:
-        os.environ.pop(name)
-      else:
-        os.environ[name] = value
 
 
 def alternating_medians(calls: dict, rounds: int, steps: int) -> dict:

@@ -6,7 +6,7 @@ after a warm-up, medians and the ratio.
   pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul) against flax.linen.Conv
   depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written backward pass, the
               kernel gradient in C++) against the same with XLA's k*k sums for the kernel
-              gradient (AGG_JAX_CPU_KERNELS=none), autodiff of the shifted form and XLA's
+              gradient (cpu_kernels.suspended), autodiff of the shifted form and XLA's
               grouped convolution
   batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
               flax.linen.BatchNorm followed by the activation
@@ -70,9 +70,9 @@ def _module_grad(module, shape):
   return lambda: jax.block_until_ready(grad(*args))
 
 
-def _traced_in(environ: dict, call):
-  """`call`, traced (its first call) with `environ` in the environment."""
-  with bench_common.environment(environ):
+def _without_cpu_kernels(call):
+  """`call`, traced (its first call) with the C++ kernels suspended: XLA's forms."""
+  with cpu_kernels.suspended():
     call()
   return call
 
@@ -109,8 +109,7 @@ def cases():
                           ((32, 32, 512), 2)):
       out.append((f"depthwise 3x3 /{stride}", shape, {
           "agg_jax": _module_grad(layers.DepthwiseConv(3, stride), shape),
-          "xla_sums": _traced_in({cpu_kernels.SWITCH: "none"},
-                                 _module_grad(layers.DepthwiseConv(3, stride), shape)),
+          "xla_sums": _without_cpu_kernels(_module_grad(layers.DepthwiseConv(3, stride), shape)),
           "autodiff": _module_grad(_AutodiffDepthwise(3, stride), shape),
           "xla_grouped": _module_grad(layers.DepthwiseConv(3, stride, "xla"), shape)}))
   if "batch_norm" in FLAGS.layers:

@@ -4,7 +4,7 @@
 convolution, which is slow on CPU (docs/architecture.md). --compare=dtype: float32 against
 bfloat16 mixed precision (`model.dtype`). --compare=cpu_kernels: the depthwise kernel gradient
 as the C++ kernel (agg_jax/models/cpu_kernels.py) against XLA's k*k sums
-(`AGG_JAX_CPU_KERNELS=none`). The whole jitted train step (forward, backward,
+(`cpu_kernels.suspended`). The whole jitted train step (forward, backward,
 AdamW) is timed in alternating rounds after a warm-up; medians and the ratio are printed.
 
   python bench/bench_train_step.py --model=efficientnetv2_mini --size=64 --batch=32
@@ -13,6 +13,7 @@ AdamW) is timed in alternating rounds after a warm-up; medians and the ratio are
   python bench/bench_train_step.py --compare=cpu_kernels --model=mobilenetv2 --size=128
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -38,21 +39,21 @@ flags.DEFINE_enum("compare", "depthwise", ["depthwise", "dtype", "cpu_kernels"],
 FLAGS = flags.FLAGS
 
 
-# variant -> the backbone's fields, and the environment the step is traced in ("environ").
+# variant -> the backbone's fields, and whether the step is traced with the C++ kernels.
 VARIANTS = {"depthwise": {"shifted": {"depthwise": "shifted"}, "xla": {"depthwise": "xla"}},
             "dtype": {"float32": {"dtype": jnp.float32}, "bfloat16": {"dtype": jnp.bfloat16}},
-            "cpu_kernels": {"cpp": {}, "xla_sums": {"environ": {cpu_kernels.SWITCH: "none"}}}}
+            "cpu_kernels": {"cpp": {}, "xla_sums": {"with_cpu_kernels": False}}}
 
 
-def make_step(environ=None, **backbone_fields):
+def make_step(with_cpu_kernels=True, **backbone_fields):
   """(compile seconds, a function that times FLAGS.steps steps) of the jitted train step, traced
-  with `environ` added to the environment."""
+  with the C++ kernels or, `with_cpu_kernels=False`, with XLA's forms."""
   config = default_config.get_config()
   config.model.name = FLAGS.model
   state, step, batch = bench_common.synthetic_train_step(
       config, FLAGS.size, FLAGS.batch, models.create(FLAGS.model, **backbone_fields))
   start = time.perf_counter()
-  with bench_common.environment(environ or {}):
+  with contextlib.nullcontext() if with_cpu_kernels else cpu_kernels.suspended():
     state, metrics = step(state, batch)  # traced and compiled here
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - start

@@ -46,9 +46,8 @@ from agg_jax.sharding import BATCH_AXES
 SWITCH = "AGG_JAX_CPU_KERNELS"
 SOURCE = pathlib.Path(__file__).with_suffix(".cc")
 COMPILE_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
-# FFI target names -> the library's symbols.
-TARGETS = {"agg_jax_depthwise_kernel_grad": "DepthwiseKernelGrad"}
-(DEPTHWISE_KERNEL_GRAD,) = TARGETS
+DEPTHWISE_KERNEL_GRAD = "agg_jax_depthwise_kernel_grad"
+TARGETS = {DEPTHWISE_KERNEL_GRAD: "DepthwiseKernelGrad"}  # FFI target -> the library's symbol
 
 
 _suspended = contextvars.ContextVar("agg_jax_cpu_kernels_suspended", default=False)
