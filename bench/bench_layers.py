@@ -8,8 +8,10 @@ after a warm-up, medians and the ratio.
               kernel gradient in C++) against the same with XLA's k*k sums for the kernel
               gradient (cpu_kernels.suspended), autodiff of the shifted form and XLA's
               grouped convolution
-  batch_norm  layers.BatchNorm with its activation (hand-written backward pass) against
-              flax.linen.BatchNorm followed by the activation
+  batch_norm  layers.BatchNorm with its activation (hand-written backward pass, its passes in
+              C++) against the same with XLA's forms (cpu_kernels.suspended) and
+              flax.linen.BatchNorm followed by the activation; SiLU (EfficientNet) and ReLU6
+              (MobileNetV2, EfficientNet-Lite)
   avg_pool    head.average_pool (strided slices summed, broadcast gradient) against
               flax.linen.avg_pool and autodiff of a crop, reshape and mean, each followed by a
               dense layer as in the head: the forward pass ("fwd") and the input gradient
@@ -113,10 +115,13 @@ def cases():
           "autodiff": _module_grad(_AutodiffDepthwise(3, stride), shape),
           "xla_grouped": _module_grad(layers.DepthwiseConv(3, stride, "xla"), shape)}))
   if "batch_norm" in FLAGS.layers:
-    for shape in ((128, 128, 24), (64, 64, 192), (16, 16, 960)):
-      out.append(("batch_norm+silu", shape, {
-          "agg_jax": _module_grad(layers.BatchNorm(False, 0.99, 1e-3, "silu"), shape),
-          "flax": _module_grad(_FlaxBatchNorm("silu"), shape)}))
+    for activation, shape in (("silu", (128, 128, 24)), ("silu", (64, 64, 192)),
+                              ("silu", (16, 16, 960)), ("relu6", (64, 64, 144))):
+      batch_norm = lambda: layers.BatchNorm(False, 0.99, 1e-3, activation)
+      out.append((f"batch_norm+{activation}", shape, {
+          "agg_jax": _module_grad(batch_norm(), shape),
+          "xla_passes": _without_cpu_kernels(_module_grad(batch_norm(), shape)),
+          "flax": _module_grad(_FlaxBatchNorm(activation), shape)}))
   if "avg_pool" in FLAGS.layers:
     pools = {"agg_jax": functools.partial(head.average_pool, window=(7, 7)),
              "flax": lambda x: nn.avg_pool(x, (7, 7), (7, 7), "VALID"),

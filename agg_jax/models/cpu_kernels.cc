@@ -8,12 +8,26 @@
 // form reads x and g once per tap. Images are summed one by one into their own partial sums,
 // spread over XLA's intra-op threads, then added in image order: the result does not depend on
 // the number of threads.
+//
+// The batch norm's passes over a channels-last tensor x (rows = all axes but the last, C channels)
+// with its activation's derivative f'(z) at z = n * scale + bias, n = (x - mean) * inv:
+//   BatchNormMoments:   (2, C) = sum of x, sum of x^2 over the rows (the batch statistics);
+//   BatchNormGradSums:  (2, C) = sum of g, sum of g * n, where g = dy * f'(z) (the gradients of
+//                       bias and scale);
+//   BatchNormGradInput: dx = a * g + b * n + k with per-channel a, b, k (the input gradient).
+// Each reads its operands once, where XLA:CPU writes the products out for YNNPACK's reductions
+// and recomputes the activation's derivative in another pass. Rows are summed in chunks spread
+// over the threads and the chunks' sums added in order, so the sums do not depend on the thread
+// count either.
 
 #include <algorithm>
+#include <cstring>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <type_traits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -122,6 +136,217 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, Tensor4 x, Tensor4 g, R
 }
 
 
+// Rows per chunk of the batch-norm passes: about 32K values, whatever the channels.
+int64_t RowsPerChunk(int64_t channels) { return std::max<int64_t>(1, 32768 / channels); }
+
+// The activations a BatchNorm applies, numbered as cpu_kernels.ACTIVATIONS numbers them.
+enum Activation : int64_t { kLinear = 0, kRelu = 1, kRelu6 = 2, kSilu = 3 };
+
+// exp(x) to about 2 ulp in a form compilers vectorise (the C library's expf is a call per
+// value): 2^n * e^r with n = round(x / ln 2) (adding and taking away 1.5 * 2^23 rounds) and e^r,
+// |r| <= ln 2 / 2, from its Taylor series.
+inline float VectorExp(float x) {
+  x = std::min(88.0f, std::max(-87.0f, x));
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+template <Activation kActivation>
+inline float Derivative(float z) {
+  if constexpr (kActivation == kLinear) return 1.0f;
+  if constexpr (kActivation == kRelu) return z > 0.0f ? 1.0f : 0.0f;
+  if constexpr (kActivation == kRelu6) return (z > 0.0f && z < 6.0f) ? 1.0f : 0.0f;
+  if constexpr (kActivation == kSilu) {
+    const float sigmoid = 1.0f / (1.0f + VectorExp(-z));
+    return sigmoid * (1.0f + z * (1.0f - sigmoid));
+  }
+}
+
+// A batch norm's tensors and its per-channel statistics and parameters; `coefficients` holds
+// a, b and k of the input gradient (3 x C), where it is computed.
+struct BatchNorm {
+  const float *x, *dy, *mean, *inv, *scale, *bias, *coefficients;
+  int64_t rows, channels;
+};
+
+// Adds the rows [first, last) of the two per-channel sums into sums (2 x C). Channels go in
+// blocks of kBlock, rows inside, so that the block's sums stay in registers.
+constexpr int64_t kBlock = 16;
+
+template <Activation kActivation, bool kGradient>
+void AddSums(const BatchNorm& bn, int64_t first, int64_t last, float* __restrict sums) {
+  const int64_t channels = bn.channels;
+  for (int64_t c0 = 0; c0 < channels; c0 += kBlock) {
+    const int64_t width = std::min(kBlock, channels - c0);
+    float mean[kBlock] = {}, inv[kBlock] = {}, scale[kBlock] = {}, bias[kBlock] = {};
+    if constexpr (kGradient) {
+      for (int64_t c = 0; c < width; ++c) {
+        mean[c] = bn.mean[c0 + c], inv[c] = bn.inv[c0 + c];
+        scale[c] = bn.scale[c0 + c], bias[c] = bn.bias[c0 + c];
+      }
+    }
+    float first_sum[kBlock] = {}, second_sum[kBlock] = {};
+    auto add_rows = [&](auto width) {
+      for (int64_t r = first; r < last; ++r) {
+        const float* __restrict x = bn.x + r * channels + c0;
+        const float* __restrict dy = kGradient ? bn.dy + r * channels + c0 : nullptr;
+        for (int64_t c = 0; c < width; ++c) {
+          if constexpr (kGradient) {
+            const float n = (x[c] - mean[c]) * inv[c];
+            const float g = dy[c] * Derivative<kActivation>(n * scale[c] + bias[c]);
+            first_sum[c] += g;
+            second_sum[c] += g * n;
+          } else {
+            first_sum[c] += x[c];
+            second_sum[c] += x[c] * x[c];
+          }
+        }
+      }
+    };
+    // A whole block has a width known at compile time, so the compiler unrolls it into vectors.
+    width == kBlock ? add_rows(std::integral_constant<int64_t, kBlock>()) : add_rows(width);
+    for (int64_t c = 0; c < width; ++c) {
+      sums[c0 + c] += first_sum[c];
+      sums[channels + c0 + c] += second_sum[c];
+    }
+  }
+}
+
+template <Activation kActivation>
+void GradInputRows(const BatchNorm& bn, int64_t first, int64_t last, float* __restrict dx) {
+  const int64_t channels = bn.channels;
+  const float* __restrict mean = bn.mean;
+  const float* __restrict inv = bn.inv;
+  const float* __restrict scale = bn.scale;
+  const float* __restrict bias = bn.bias;
+  const float* __restrict a = bn.coefficients;
+  const float* __restrict b = a + channels;
+  const float* __restrict k = b + channels;
+  for (int64_t r = first; r < last; ++r) {
+    const float* __restrict x = bn.x + r * channels;
+    const float* __restrict dy = bn.dy + r * channels;
+    float* __restrict out = dx + r * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+      const float n = (x[c] - mean[c]) * inv[c];
+      out[c] = a[c] * (dy[c] * Derivative<kActivation>(n * scale[c] + bias[c])) + b[c] * n + k[c];
+    }
+  }
+}
+
+// (rows, channels) of a channels-last tensor: all axes but the last are rows.
+std::pair<int64_t, int64_t> RowsAndChannels(ffi::AnyBuffer::Dimensions dims) {
+  int64_t rows = 1;
+  for (size_t axis = 0; axis + 1 < dims.size(); ++axis) rows *= dims[axis];
+  return {rows, dims.size() == 0 ? 1 : dims.back()};
+}
+
+// Sums (2 x C) of the rows, chunk by chunk over the threads, the chunks added in order.
+template <Activation kActivation, bool kGradient>
+void ChunkedSums(ffi::ThreadPool& pool, const BatchNorm& bn, float* out) {
+  const int64_t per_chunk = RowsPerChunk(bn.channels);
+  const int64_t chunks = (bn.rows + per_chunk - 1) / per_chunk, width = 2 * bn.channels;
+  std::vector<float> partials(chunks * width, 0.0f);
+  Chunks::Run(pool, chunks, [&](int64_t chunk) {
+    AddSums<kActivation, kGradient>(bn, chunk * per_chunk,
+                                    std::min(bn.rows, (chunk + 1) * per_chunk),
+                                    partials.data() + chunk * width);
+  });
+  for (int64_t i = 0; i < width; ++i) {
+    double total = 0.0;
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partials[chunk * width + i];
+    out[i] = static_cast<float>(total);
+  }
+}
+
+template <Activation kActivation>
+void GradInput(ffi::ThreadPool& pool, const BatchNorm& bn, float* dx) {
+  const int64_t per_chunk = RowsPerChunk(bn.channels);
+  Chunks::Run(pool, (bn.rows + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
+    GradInputRows<kActivation>(bn, chunk * per_chunk, std::min(bn.rows, (chunk + 1) * per_chunk),
+                               dx);
+  });
+}
+
+using Tensor = ffi::Buffer<ffi::F32>;
+using Vector = ffi::Buffer<ffi::F32, 1>;
+using Matrix = ffi::Buffer<ffi::F32, 2>;
+
+// The passes for each activation, indexed by its number.
+using Pass = void (*)(ffi::ThreadPool&, const BatchNorm&, float*);
+constexpr Pass kGradSums[] = {ChunkedSums<kLinear, true>, ChunkedSums<kRelu, true>,
+                              ChunkedSums<kRelu6, true>, ChunkedSums<kSilu, true>};
+constexpr Pass kGradInput[] = {GradInput<kLinear>, GradInput<kRelu>, GradInput<kRelu6>,
+                               GradInput<kSilu>};
+
+ffi::Error CheckBatchNorm(const Tensor& x, const Tensor& dy,
+                          std::initializer_list<const Vector*> vectors, int64_t activation) {
+  const int64_t channels = RowsAndChannels(x.dimensions()).second;
+  bool agree = dy.element_count() == x.element_count();
+  for (const Vector* v : vectors) agree = agree && v->element_count() == channels;
+  if (!agree) {
+    return ffi::Error::InvalidArgument(
+        "batch norm: x, its gradient and the per-channel vectors disagree in size");
+  }
+  if (activation < 0 || activation > kSilu) {
+    return ffi::Error::InvalidArgument("batch norm: unknown activation " +
+                                       std::to_string(activation));
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error BatchNormMomentsImpl(ffi::ThreadPool pool, Tensor x, ffi::ResultBuffer<ffi::F32> sums) {
+  const auto [rows, channels] = RowsAndChannels(x.dimensions());
+  const BatchNorm bn{x.typed_data(), nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                     rows, channels};
+  ChunkedSums<kLinear, false>(pool, bn, sums->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BatchNormGradSumsImpl(ffi::ThreadPool pool, Tensor x, Tensor dy, Vector mean,
+                                 Vector inv, Vector scale, Vector bias,
+                                 ffi::ResultBuffer<ffi::F32> sums, int64_t activation) {
+  if (auto error = CheckBatchNorm(x, dy, {&mean, &inv, &scale, &bias}, activation);
+      error.failure()) {
+    return error;
+  }
+  const auto [rows, channels] = RowsAndChannels(x.dimensions());
+  const BatchNorm bn{x.typed_data(),     dy.typed_data(),   mean.typed_data(), inv.typed_data(),
+                     scale.typed_data(), bias.typed_data(), nullptr,           rows,
+                     channels};
+  kGradSums[activation](pool, bn, sums->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error BatchNormGradInputImpl(ffi::ThreadPool pool, Tensor x, Tensor dy, Vector mean,
+                                  Vector inv, Vector scale, Vector bias,
+                                  Matrix coefficients,
+                                  ffi::ResultBuffer<ffi::F32> dx, int64_t activation) {
+  if (auto error = CheckBatchNorm(x, dy, {&mean, &inv, &scale, &bias}, activation);
+      error.failure()) {
+    return error;
+  }
+  const auto [rows, channels] = RowsAndChannels(x.dimensions());
+  if (coefficients.element_count() != 3 * channels) {
+    return ffi::Error::InvalidArgument("batch norm: the input gradient's coefficients are not 3 x C");
+  }
+  const BatchNorm bn{x.typed_data(),     dy.typed_data(),    mean.typed_data(),
+                     inv.typed_data(),   scale.typed_data(), bias.typed_data(),
+                     coefficients.typed_data(), rows, channels};
+  kGradInput[activation](pool, bn, dx->typed_data());
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, DepthwiseKernelGradImpl,
@@ -133,3 +358,34 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, DepthwiseKernelGradImpl,
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("pad_top")
                                   .Attr<int64_t>("pad_left"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormMoments, BatchNormMomentsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Tensor>()
+                                  .Ret<Tensor>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormGradSums, BatchNormGradSumsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Tensor>()
+                                  .Arg<Tensor>()
+                                  .Arg<Vector>()
+                                  .Arg<Vector>()
+                                  .Arg<Vector>()
+                                  .Arg<Vector>()
+                                  .Ret<Tensor>()
+                                  .Attr<int64_t>("activation"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormGradInput, BatchNormGradInputImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Tensor>()
+                                  .Arg<Tensor>()
+                                  .Arg<Vector>()
+                                  .Arg<Vector>()
+                                  .Arg<Vector>()
+                                  .Arg<Vector>()
+                                  .Arg<Matrix>()
+                                  .Ret<Tensor>()
+                                  .Attr<int64_t>("activation"));

@@ -1,12 +1,16 @@
 """CPU kernels for what XLA:CPU has no fast form of, compiled from `cpu_kernels.cc` on first use
 and called through XLA's FFI.
 
-One kernel so far: the depthwise convolution's kernel gradient (`depthwise_kernel_grad`), one
-pass over the input and the output gradient where XLA's form (k*k separate products and sums,
-`layers._summed_taps`) reads both once per tap: the layer's forward and backward pass
-1.35-1.94x as fast at EfficientNetV2-S's shapes, the training step 1.10x (EfficientNetV2-S),
-1.34x (MobileNetV2) and 1.49x (EfficientNet-Lite0) (docs/architecture.md, "The depthwise kernel
-gradient in C++").
+- the depthwise convolution's kernel gradient (`depthwise_kernel_grad`), one pass over the input
+  and the output gradient where XLA's form (k*k separate products and sums,
+  `layers._summed_taps`) reads both once per tap: the layer's forward and backward pass
+  1.35-1.94x as fast at EfficientNetV2-S's shapes, the training step 1.10x (EfficientNetV2-S),
+  1.34x (MobileNetV2) and 1.49x (EfficientNet-Lite0) (docs/architecture.md, "The depthwise
+  kernel gradient in C++");
+- the batch norm's passes in training (`batch_norm_moments`, `batch_norm_grad_sums`,
+  `batch_norm_grad_input`, used by `layers.batch_norm_train`): each reads its operands once with
+  the activation's derivative computed on the way, where XLA:CPU writes the products out for its
+  reductions and recomputes the derivative in a pass of its own.
 
 The library is built with the system's C++ compiler (`$CXX`, else `c++`) against jaxlib's FFI
 headers, for this processor (`-march=native`), into `$XDG_CACHE_HOME/agg_jax/cpu_kernels/<key>`
@@ -47,7 +51,17 @@ SWITCH = "AGG_JAX_CPU_KERNELS"
 SOURCE = pathlib.Path(__file__).with_suffix(".cc")
 COMPILE_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 DEPTHWISE_KERNEL_GRAD = "agg_jax_depthwise_kernel_grad"
-TARGETS = {DEPTHWISE_KERNEL_GRAD: "DepthwiseKernelGrad"}  # FFI target -> the library's symbol
+BATCH_NORM_MOMENTS = "agg_jax_batch_norm_moments"
+BATCH_NORM_GRAD_SUMS = "agg_jax_batch_norm_grad_sums"
+BATCH_NORM_GRAD_INPUT = "agg_jax_batch_norm_grad_input"
+TARGETS = {  # FFI target -> the library's symbol
+    DEPTHWISE_KERNEL_GRAD: "DepthwiseKernelGrad",
+    BATCH_NORM_MOMENTS: "BatchNormMoments",
+    BATCH_NORM_GRAD_SUMS: "BatchNormGradSums",
+    BATCH_NORM_GRAD_INPUT: "BatchNormGradInput",
+}
+# The activations the batch-norm kernels apply, in the library's numbering.
+ACTIVATIONS = ("linear", "relu", "relu6", "silu")
 
 
 _suspended = contextvars.ContextVar("agg_jax_cpu_kernels_suspended", default=False)
@@ -149,20 +163,53 @@ def depthwise_kernel_grad(x: jax.Array, grad: jax.Array, kernel_hw: tuple[int, i
   (left, right)). CPU only; call `enabled()` first."""
   out = jax.ShapeDtypeStruct((*kernel_hw, 1, x.shape[-1]), jnp.float32)
   call = jax.ffi.ffi_call(DEPTHWISE_KERNEL_GRAD, out)
-  return _summed_over_batch(
+  return _over_batch(
       lambda x, grad: call(x, grad, stride=np.int64(stride), pad_top=np.int64(pads[0][0]),
                            pad_left=np.int64(pads[1][0])),
-      (x.astype(jnp.float32), grad.astype(jnp.float32)))
+      (x.astype(jnp.float32), grad.astype(jnp.float32)), summed=True)
 
 
-def _summed_over_batch(call, batched: tuple):
-  """call(*batched), a sum over the batch (the leading axis of each of `batched`): under a mesh
-  whose batch axes split it, each device's sum, added over those axes."""
+def batch_norm_moments(x: jax.Array) -> jax.Array:
+  """(2, C) float32: the sums of x and of x^2 over all axes but the last (channels), of a
+  float32 x. CPU only; call `enabled()` first."""
+  call = jax.ffi.ffi_call(BATCH_NORM_MOMENTS, jax.ShapeDtypeStruct((2, x.shape[-1]), jnp.float32))
+  return _over_batch(call, (x,), summed=True)
+
+
+def batch_norm_grad_sums(x, grad_y, mean, inv, scale, bias, activation: str) -> jax.Array:
+  """(2, C) float32: the sums of g and of g * n over all axes but the last, where
+  n = (x - mean) * inv and g = grad_y * activation'(n * scale + bias): the gradients of a batch
+  norm's bias and scale. Float32 operands; CPU only, call `enabled()` first."""
+  call = jax.ffi.ffi_call(BATCH_NORM_GRAD_SUMS,
+                          jax.ShapeDtypeStruct((2, x.shape[-1]), jnp.float32))
+  return _over_batch(
+      lambda x, grad_y, *vectors: call(x, grad_y, *vectors,
+                                       activation=np.int64(ACTIVATIONS.index(activation))),
+      (x, grad_y), (mean, inv, scale, bias), summed=True)
+
+
+def batch_norm_grad_input(x, grad_y, mean, inv, scale, bias, coefficients,
+                          activation: str) -> jax.Array:
+  """a * g + b * n + k with g and n as in `batch_norm_grad_sums` and the per-channel
+  coefficients (3, C) = (a, b, k): a batch norm's input gradient, float32, shaped like x."""
+  def call(x, grad_y, *vectors):  # x: the images of one device under a mesh
+    return jax.ffi.ffi_call(BATCH_NORM_GRAD_INPUT, jax.ShapeDtypeStruct(x.shape, jnp.float32))(
+        x, grad_y, *vectors, activation=np.int64(ACTIVATIONS.index(activation)))
+  return _over_batch(call, (x, grad_y), (mean, inv, scale, bias, coefficients), summed=False)
+
+
+def _over_batch(call, batched: tuple, replicated: tuple = (), *, summed: bool):
+  """call(*batched, *replicated), where `batched` share their leading (batch) axis and the
+  call either sums over it (`summed`) or maps it to its result's leading axis. Under a mesh
+  whose batch axes split the batch, each device calls on its own images, and sums are added
+  over those axes; XLA would otherwise gather the batch onto every device."""
   mesh = jax.sharding.get_abstract_mesh()
   axes = tuple(a for a in BATCH_AXES if not mesh.empty and a in mesh.axis_names
                and mesh.shape[a] > 1)
   if not axes or batched[0].shape[0] % int(np.prod([mesh.shape[a] for a in axes])):
-    return call(*batched)
-  summed = jax.shard_map(lambda *args: jax.lax.psum(call(*args), axes), mesh=mesh,
-                         in_specs=(P(axes),) * len(batched), out_specs=P(), axis_names=set(axes))
-  return summed(*batched)
+    return call(*batched, *replicated)
+  body = (lambda *args: jax.lax.psum(call(*args), axes)) if summed else call
+  mapped = jax.shard_map(body, mesh=mesh,
+                         in_specs=(P(axes),) * len(batched) + (P(),) * len(replicated),
+                         out_specs=P() if summed else P(axes), axis_names=set(axes))
+  return mapped(*batched, *replicated)

@@ -139,11 +139,9 @@ def _kernel_gradient(x, grad, kernel_hw, stride, pads):
   pass over x and the gradient (`cpu_kernels.depthwise_kernel_grad`, 3-7x faster); elsewhere
   XLA's k*k sums (`_summed_taps`). Both compute the same sums."""
   summed_taps = functools.partial(_summed_taps, kernel_hw=kernel_hw, stride=stride, pads=pads)
-  if not cpu_kernels.enabled():
-    return summed_taps(x, grad)
   native = functools.partial(cpu_kernels.depthwise_kernel_grad, kernel_hw=kernel_hw,
                              stride=stride, pads=pads)
-  return lax.platform_dependent(x, grad, cpu=native, default=summed_taps)
+  return _on_cpu_where_built(summed_taps, native, x, grad)
 
 
 def _summed_taps(x, grad, kernel_hw, stride, pads):
@@ -225,33 +223,77 @@ def batch_norm_train(x, scale, bias, epsilon: float, activation: str):
 
 
 def _batch_norm_forward(x, scale, bias, epsilon, activation):
-  axes = tuple(range(x.ndim - 1))
   xf = x.astype(jnp.float32)
-  mean = xf.mean(axes)
-  var = jnp.maximum(0.0, (xf * xf).mean(axes) - mean * mean)
+  mean, mean_square = _on_cpu_where_built(
+      _moments, lambda xf: cpu_kernels.batch_norm_moments(xf) / (xf.size // xf.shape[-1]), xf,
+      native_if=x.dtype == jnp.float32)
+  var = jnp.maximum(0.0, mean_square - mean * mean)
   inv = lax.rsqrt(var + epsilon)
   y = ACTIVATIONS[activation][0]((xf - mean) * (inv * scale) + bias).astype(x.dtype)
   return (y, mean, var), (x, mean, inv, scale, bias)
 
 
+def _moments(xf):
+  """(2, C): the means of x and of x^2 over all axes but the last."""
+  axes = tuple(range(xf.ndim - 1))
+  return jnp.stack([xf.mean(axes), (xf * xf).mean(axes)])
+
+
 def _batch_norm_backward(epsilon, activation, residuals, grads):
-  """The gradient from the input alone: the normalised input, the activation's derivative
-  and two sums per channel are recomputed in two passes, where autodiff keeps x - mean, the
-  activation's intermediates and more for the backward pass."""
+  """The gradient from the input alone: the normalised input n, the activation's derivative
+  and two sums per channel are recomputed, where autodiff keeps x - mean, the activation's
+  intermediates and more for the backward pass. On CPU (float32, where the C++ kernels are
+  built) one pass for the sums and one for the input gradient (`cpu_kernels`); elsewhere XLA's
+  form, the same arithmetic."""
   del epsilon
   x, mean, inv, scale, bias = residuals
   grad_y, grad_mean, grad_var = grads
-  axes = tuple(range(x.ndim - 1))
   count = x.size // x.shape[-1]
-  centred = x.astype(jnp.float32) - mean
-  normalised = centred * inv
-  g = grad_y.astype(jnp.float32) * ACTIVATIONS[activation][1](normalised * scale + bias)
-  grad_bias, grad_scale = g.sum(axes), (g * normalised).sum(axes)
-  grad_x = (scale * inv) * (g - (grad_bias + normalised * grad_scale) / count)
-  # The statistics are outputs too (the running averages); their cotangents are zero in
-  # training, and exact here: d mean / dx = 1 / count, d var / dx = 2 (x - mean) / count.
-  grad_x = grad_x + (grad_mean + 2 * centred * grad_var) / count
+  grad_y = grad_y.astype(jnp.float32)
+  sums = functools.partial(_grad_sums, activation=activation)
+  native_sums = lambda *args: cpu_kernels.batch_norm_grad_sums(*args, activation)
+  native = x.dtype == jnp.float32
+  grad_bias, grad_scale = _on_cpu_where_built(sums, native_sums, x, grad_y, mean, inv, scale,
+                                              bias, native_if=native)
+  # grad_x = scale * inv * (g - (grad_bias + n * grad_scale) / count), plus the statistics'
+  # cotangents (zero in training, exact here: d mean / dx = 1 / count, d var / dx =
+  # 2 (x - mean) / count, and x - mean = n / inv), as a * g + b * n + k per channel.
+  a = scale * inv
+  coefficients = jnp.stack([a, (2 * grad_var / inv - a * grad_scale) / count,
+                            (grad_mean - a * grad_bias) / count])
+  grad_input = functools.partial(_grad_input, activation=activation)
+  native_input = lambda *args: cpu_kernels.batch_norm_grad_input(*args, activation)
+  grad_x = _on_cpu_where_built(grad_input, native_input, x, grad_y, mean, inv, scale, bias,
+                               coefficients, native_if=native)
   return grad_x.astype(x.dtype), grad_scale, grad_bias
+
+
+def _activation_grad(x, grad_y, mean, inv, scale, bias, activation):
+  """(g, n): the gradient at the activation's input and the normalised input, float32."""
+  normalised = (x.astype(jnp.float32) - mean) * inv
+  return grad_y * ACTIVATIONS[activation][1](normalised * scale + bias), normalised
+
+
+def _grad_sums(x, grad_y, mean, inv, scale, bias, activation):
+  """(2, C): the sums of g and of g * n over all axes but the last (XLA's form)."""
+  g, normalised = _activation_grad(x, grad_y, mean, inv, scale, bias, activation)
+  axes = tuple(range(x.ndim - 1))
+  return jnp.stack([g.sum(axes), (g * normalised).sum(axes)])
+
+
+def _grad_input(x, grad_y, mean, inv, scale, bias, coefficients, activation):
+  """a * g + b * n + k, float32 (XLA's form)."""
+  g, normalised = _activation_grad(x, grad_y, mean, inv, scale, bias, activation)
+  a, b, k = coefficients
+  return a * g + b * normalised + k
+
+
+def _on_cpu_where_built(xla_form, native, *args, native_if: bool = True):
+  """xla_form(*args), or on CPU, where the C++ kernels are built and `native_if`, native(*args):
+  the same computation (`cpu_kernels`)."""
+  if not (native_if and cpu_kernels.enabled()):
+    return xla_form(*args)
+  return lax.platform_dependent(*args, cpu=native, default=xla_form)
 
 
 batch_norm_train.defvjp(_batch_norm_forward, _batch_norm_backward)

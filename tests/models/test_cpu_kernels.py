@@ -1,7 +1,7 @@
-"""The C++ CPU kernels (agg_jax/models/cpu_kernels.py): built and loaded, equal to XLA's grouped
-convolution's gradient, taken by the depthwise layer's backward pass, split over a mesh's batch
-axes without gathering the images, and off (with XLA's form in their place) where they cannot
-be built or are switched off."""
+"""The C++ CPU kernels (agg_jax/models/cpu_kernels.py): built and loaded; equal to XLA's grouped
+convolution's gradient and to float64 batch-norm sums; taken by the depthwise layer's and the
+batch norm's passes; split over a mesh's batch axes without gathering the images; and off
+(with XLA's form in their place) where they cannot be built or are switched off."""
 
 import logging
 import os
@@ -55,6 +55,75 @@ def test_kernel_gradient_equals_the_grouped_convolutions(shape, kernel, stride, 
   np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-4)
 
 
+BATCH_NORM_SHAPES = [
+    (2, 7, 9, 5),     # fewer channels than a block of 16
+    (3, 8, 8, 40),    # two whole blocks and a part
+    (33, 16),         # (rows, channels): any rank, one block
+    (4, 64, 64, 24),  # more rows than one chunk (32K values)
+]
+
+
+def batch_norm_operands(shape):
+  rng = np.random.default_rng(0)
+  channels = shape[-1]
+  x = (3 * rng.normal(size=shape) + 1).astype(np.float32)
+  grad_y = rng.normal(size=shape).astype(np.float32)
+  mean, inv = x.reshape(-1, channels).mean(0), 1 / (x.reshape(-1, channels).std(0) + 0.1)
+  scale, bias = 1 + rng.normal(size=channels), rng.normal(size=channels)
+  return x, grad_y, *(v.astype(np.float32) for v in (mean, inv, scale, bias))
+
+
+def activation_derivative(activation, z):
+  """float64 derivatives, written here from their definitions."""
+  sigmoid = 1 / (1 + np.exp(-z))
+  return {"linear": np.ones_like(z), "relu": (z > 0) * 1.0, "relu6": ((z > 0) & (z < 6)) * 1.0,
+          "silu": sigmoid * (1 + z * (1 - sigmoid))}[activation]
+
+
+@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES)
+def test_batch_norm_moments_are_the_float64_sums(shape):
+  x = batch_norm_operands(shape)[0]
+  moments = jax.jit(cpu_kernels.batch_norm_moments)(x)
+  flat = x.reshape(-1, shape[-1]).astype(np.float64)
+  np.testing.assert_allclose(moments, [flat.sum(0), (flat * flat).sum(0)], rtol=2e-6)
+
+
+@pytest.mark.parametrize("activation", cpu_kernels.ACTIVATIONS)
+@pytest.mark.parametrize("shape", BATCH_NORM_SHAPES)
+def test_batch_norm_gradient_passes_are_the_float64_ones(shape, activation):
+  x, grad_y, mean, inv, scale, bias = operands = batch_norm_operands(shape)
+  channels = shape[-1]
+  coefficients = np.random.default_rng(1).normal(size=(3, channels)).astype(np.float32)
+  sums = jax.jit(lambda *args: cpu_kernels.batch_norm_grad_sums(*args, activation))(*operands)
+  grad_x = jax.jit(lambda *args: cpu_kernels.batch_norm_grad_input(*args, activation))(
+      *operands, coefficients)
+
+  n = (x.astype(np.float64) - mean) * inv
+  g = grad_y * activation_derivative(activation, n * scale + bias)
+  flat_g, flat_gn = g.reshape(-1, channels), (g * n).reshape(-1, channels)
+  # Sums of thousands of float32 terms: within 1e-5 of the largest term's sum of magnitudes.
+  atol = 1e-5 * np.abs(flat_gn).sum(0).max()
+  np.testing.assert_allclose(sums, [flat_g.sum(0), flat_gn.sum(0)], rtol=1e-5, atol=atol)
+  a, b, k = coefficients
+  np.testing.assert_allclose(grad_x, a * g + b * n + k, rtol=1e-5, atol=1e-5)
+
+
+def test_the_batch_norms_training_passes_call_the_kernels_unless_switched_off(monkeypatch):
+  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 24))
+  scale, bias = jnp.linspace(0.5, 1.5, 24), jnp.linspace(-1, 1, 24)
+  loss = lambda x, scale, bias: jnp.sum(jnp.sin(
+      layers.batch_norm_train(x, scale, bias, 1e-3, "silu")[0]))
+  with_kernels = compiled_gradient(loss, x, scale, bias)
+  monkeypatch.setenv(cpu_kernels.SWITCH, "none")
+  without = compiled_gradient(loss, x, scale, bias)
+  for target in (cpu_kernels.BATCH_NORM_MOMENTS, cpu_kernels.BATCH_NORM_GRAD_SUMS,
+                 cpu_kernels.BATCH_NORM_GRAD_INPUT):
+    assert target in with_kernels.as_text()
+    assert target not in without.as_text()
+  np.testing.assert_allclose(with_kernels(x, scale, bias), without(x, scale, bias), rtol=1e-5,
+                             atol=1e-5)
+
+
 def compiled_gradient(loss, *args):
   return jax.jit(jax.grad(loss)).lower(*args).compile()
 
@@ -91,7 +160,7 @@ def test_suspended_programs_use_xlas_form_and_can_be_exported():
 
 
 def test_under_a_mesh_each_device_sums_its_own_images():
-  """8 devices on the batch axis: the kernel runs on each device's 2 images and the sums are
+  """8 devices on the batch axis: each kernel runs on each device's 2 images and the sums are
   added across devices; no device gathers the batch."""
   env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=8")
   script = "from tests.models.test_cpu_kernels import sharded_kernel_gradient as f; f()"
@@ -106,19 +175,27 @@ def sharded_kernel_gradient():
   x = jax.device_put(jax.random.normal(jax.random.key(0), (16, 8, 8, 32)),
                      NamedSharding(mesh, P("data")))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 32))
-  loss = lambda kernel, x: jnp.sum(jnp.sin(layers.depthwise_conv(x, kernel)))
+  scale, bias = jnp.linspace(0.5, 1.5, 32), jnp.linspace(-1, 1, 32)
+
+  def loss(kernel, x):
+    y = layers.depthwise_conv(x, kernel)
+    return jnp.sum(jnp.sin(layers.batch_norm_train(y, scale, bias, 1e-3, "silu")[0]))
 
   def under_mesh(kernel, x):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return jax.grad(loss)(kernel, x)
+      return jax.grad(loss, argnums=(0, 1))(kernel, x)
 
   compiled = jax.jit(under_mesh).lower(kernel, x).compile()
   text = compiled.as_text()
-  calls = [line for line in text.splitlines() if cpu_kernels.DEPTHWISE_KERNEL_GRAD in line]
-  assert len(calls) == 1 and "f32[2,8,8,32]" in calls[0], calls
+  for target in (cpu_kernels.DEPTHWISE_KERNEL_GRAD, cpu_kernels.BATCH_NORM_MOMENTS,
+                 cpu_kernels.BATCH_NORM_GRAD_SUMS, cpu_kernels.BATCH_NORM_GRAD_INPUT):
+    calls = [line for line in text.splitlines() if f'custom_call_target="{target}"' in line]
+    assert len(calls) == 1 and "f32[2,8,8,32]" in calls[0], (target, calls)
   assert "all-gather" not in text and "all-reduce" in text
-  expected = jax.grad(lambda k: jnp.sum(jnp.sin(layers.depthwise_conv(x, k, 1, "xla"))))(kernel)
-  np.testing.assert_allclose(compiled(kernel, x), expected, rtol=1e-4, atol=1e-4)
+  with cpu_kernels.suspended():
+    expected = jax.jit(jax.grad(loss, argnums=(0, 1)))(kernel, x)
+  for got, want in zip(compiled(kernel, x), expected):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture

@@ -111,17 +111,22 @@ def test_pointwise_conv_is_flax_1x1_conv_in_parameters_values_and_gradients(dtyp
 
 @pytest.mark.parametrize("activation", sorted(layers.ACTIVATIONS))
 @pytest.mark.parametrize("train", [True, False])
-def test_batch_norm_matches_flax_batch_norm_and_activation(activation, train):
+@pytest.mark.parametrize("cpu_kernels_switch", ["", "none"])  # the C++ passes in training, XLA's
+def test_batch_norm_matches_flax_batch_norm_and_activation(activation, train, cpu_kernels_switch,
+                                                           monkeypatch):
+  monkeypatch.setenv(cpu_kernels.SWITCH, cpu_kernels_switch)
   keys = jax.random.split(jax.random.key(3), 4)
-  x = 3 * jax.random.normal(keys[0], (4, 5, 5, 8)) + 1
+  channels = 20  # a whole block of the C++ kernels' 16 channels and a part of one
+  x = 3 * jax.random.normal(keys[0], (4, 5, 5, channels)) + 1
   ours = layers.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3,
                           activation=activation)
   variables = ours.init(jax.random.key(0), x)
   reference = nn.BatchNorm(use_running_average=True).init(jax.random.key(0), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference)
-  variables = {"params": {"scale": 1 + jax.random.normal(keys[1], (8,)),
-                          "bias": jax.random.normal(keys[2], (8,))},
-               "batch_stats": {"mean": jnp.full((8,), 0.5), "var": jnp.full((8,), 2.0)}}
+  variables = {"params": {"scale": 1 + jax.random.normal(keys[1], (channels,)),
+                          "bias": jax.random.normal(keys[2], (channels,))},
+               "batch_stats": {"mean": jnp.full((channels,), 0.5),
+                               "var": jnp.full((channels,), 2.0)}}
   cotangent = jax.random.normal(keys[3], x.shape)
 
   def run(apply):
