@@ -21,16 +21,17 @@
 // count either.
 
 #include <algorithm>
-#include <cstring>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <initializer_list>
-#include <type_traits>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -137,7 +138,9 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, Tensor4 x, Tensor4 g, R
 
 
 // Rows per chunk of the batch-norm passes: about 32K values, whatever the channels.
-int64_t RowsPerChunk(int64_t channels) { return std::max<int64_t>(1, 32768 / channels); }
+int64_t RowsPerChunk(int64_t channels) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, channels));
+}
 
 // The activations a BatchNorm applies, numbered as cpu_kernels.ACTIVATIONS numbers them.
 enum Activation : int64_t { kLinear = 0, kRelu = 1, kRelu6 = 2, kSilu = 3 };
@@ -180,10 +183,11 @@ struct BatchNorm {
   int64_t rows, channels;
 };
 
-// Adds the rows [first, last) of the two per-channel sums into sums (2 x C). Channels go in
-// blocks of kBlock, rows inside, so that the block's sums stay in registers.
-constexpr int64_t kBlock = 16;
+constexpr int64_t kBlock = 16;  // channels summed together: one AVX-512 vector of floats
 
+// Adds the rows [first, last) of the two per-channel sums (of x and x^2, or with kGradient of g
+// and g * n) into sums (2 x C). Channels go in blocks of kBlock, rows inside, so that the
+// block's sums stay in registers.
 template <Activation kActivation, bool kGradient>
 void AddSums(const BatchNorm& bn, int64_t first, int64_t last, float* __restrict sums) {
   const int64_t channels = bn.channels;

@@ -224,8 +224,9 @@ def batch_norm_train(x, scale, bias, epsilon: float, activation: str):
 
 def _batch_norm_forward(x, scale, bias, epsilon, activation):
   xf = x.astype(jnp.float32)
+  count = x.size // x.shape[-1]
   mean, mean_square = _on_cpu_where_built(
-      _moments, lambda xf: cpu_kernels.batch_norm_moments(xf) / (xf.size // xf.shape[-1]), xf,
+      _moments, lambda xf: cpu_kernels.batch_norm_moments(xf) / count, xf,
       native_if=x.dtype == jnp.float32)
   var = jnp.maximum(0.0, mean_square - mean * mean)
   inv = lax.rsqrt(var + epsilon)
@@ -249,22 +250,22 @@ def _batch_norm_backward(epsilon, activation, residuals, grads):
   x, mean, inv, scale, bias = residuals
   grad_y, grad_mean, grad_var = grads
   count = x.size // x.shape[-1]
-  grad_y = grad_y.astype(jnp.float32)
-  sums = functools.partial(_grad_sums, activation=activation)
-  native_sums = lambda *args: cpu_kernels.batch_norm_grad_sums(*args, activation)
+  operands = (x, grad_y.astype(jnp.float32), mean, inv, scale, bias)
   native = x.dtype == jnp.float32
-  grad_bias, grad_scale = _on_cpu_where_built(sums, native_sums, x, grad_y, mean, inv, scale,
-                                              bias, native_if=native)
+  grad_bias, grad_scale = _on_cpu_where_built(
+      functools.partial(_grad_sums, activation=activation),
+      functools.partial(cpu_kernels.batch_norm_grad_sums, activation=activation), *operands,
+      native_if=native)
   # grad_x = scale * inv * (g - (grad_bias + n * grad_scale) / count), plus the statistics'
   # cotangents (zero in training, exact here: d mean / dx = 1 / count, d var / dx =
   # 2 (x - mean) / count, and x - mean = n / inv), as a * g + b * n + k per channel.
   a = scale * inv
   coefficients = jnp.stack([a, (2 * grad_var / inv - a * grad_scale) / count,
                             (grad_mean - a * grad_bias) / count])
-  grad_input = functools.partial(_grad_input, activation=activation)
-  native_input = lambda *args: cpu_kernels.batch_norm_grad_input(*args, activation)
-  grad_x = _on_cpu_where_built(grad_input, native_input, x, grad_y, mean, inv, scale, bias,
-                               coefficients, native_if=native)
+  grad_x = _on_cpu_where_built(
+      functools.partial(_grad_input, activation=activation),
+      functools.partial(cpu_kernels.batch_norm_grad_input, activation=activation), *operands,
+      coefficients, native_if=native)
   return grad_x.astype(x.dtype), grad_scale, grad_bias
 
 
@@ -304,8 +305,9 @@ class BatchNorm(nn.Module):
   `bias`; batch_stats `mean`, `var`; the same statistics and running-average update), followed
   by an activation (`ACTIVATIONS`, "linear" for none) computed in float32 before the result
   is cast to `dtype`. In training its backward pass is written by hand (`batch_norm_train`):
-  it keeps only the input, where autodiff also keeps the centred and the activated tensors
-  (speed against flax: bench/bench_layers.py)."""
+  it keeps only the input, where autodiff also keeps the centred and the activated tensors, and
+  on CPU its passes over the tensor are C++ kernels (`cpu_kernels`; speed against flax and
+  XLA's forms: bench/bench_layers.py)."""
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
