@@ -2,10 +2,11 @@
 
 --compare=depthwise: depthwise convolutions as k*k shifted multiply-adds against XLA's grouped
 convolution, which is slow on CPU (docs/architecture.md). --compare=dtype: float32 against
-bfloat16 mixed precision (`model.dtype`). --compare=cpu_kernels: the depthwise kernel gradient
-as the C++ kernel (agg_jax/models/cpu_kernels.py) against XLA's k*k sums
-(`cpu_kernels.suspended`). The whole jitted train step (forward, backward,
-AdamW) is timed in alternating rounds after a warm-up; medians and the ratio are printed.
+bfloat16 mixed precision (`model.dtype`). --compare=cpu_kernels: the C++ kernels
+(agg_jax/models/cpu_kernels.py: the depthwise kernel gradient, the batch norm's passes)
+against XLA's forms of the same computations (`cpu_kernels.suspended`). The whole jitted train
+step (forward, backward, AdamW) is timed in alternating rounds after a warm-up; medians and the
+ratio are printed.
 
   python bench/bench_train_step.py --model=efficientnetv2_mini --size=64 --batch=32
   python bench/bench_train_step.py --compare=dtype --model=efficientnetv2_mini --size=64
@@ -42,7 +43,7 @@ FLAGS = flags.FLAGS
 # variant -> the backbone's fields, and whether the step is traced with the C++ kernels.
 VARIANTS = {"depthwise": {"shifted": {"depthwise": "shifted"}, "xla": {"depthwise": "xla"}},
             "dtype": {"float32": {"dtype": jnp.float32}, "bfloat16": {"dtype": jnp.bfloat16}},
-            "cpu_kernels": {"cpp": {}, "xla_sums": {"with_cpu_kernels": False}}}
+            "cpu_kernels": {"cpp": {}, "xla_forms": {"with_cpu_kernels": False}}}
 
 
 def make_step(with_cpu_kernels=True, **backbone_fields):
