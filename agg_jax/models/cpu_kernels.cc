@@ -293,20 +293,26 @@ constexpr Pass kGradSums[] = {ChunkedSums<kLinear, true>, ChunkedSums<kRelu, tru
 constexpr Pass kGradInput[] = {GradInput<kLinear>, GradInput<kRelu>, GradInput<kRelu6>,
                                GradInput<kSilu>};
 
-ffi::Error CheckBatchNorm(const Tensor& x, const Tensor& dy,
-                          std::initializer_list<const Vector*> vectors, int64_t activation) {
-  const int64_t channels = RowsAndChannels(x.dimensions()).second;
+// The operands of a gradient pass, checked: x and dy of one size, the vectors one per channel.
+ffi::ErrorOr<BatchNorm> GradientOperands(const Tensor& x, const Tensor& dy, const Vector& mean,
+                                         const Vector& inv, const Vector& scale,
+                                         const Vector& bias, int64_t activation) {
+  const auto [rows, channels] = RowsAndChannels(x.dimensions());
   bool agree = dy.element_count() == x.element_count();
-  for (const Vector* v : vectors) agree = agree && v->element_count() == channels;
+  for (const Vector* v : {&mean, &inv, &scale, &bias}) {
+    agree = agree && v->element_count() == channels;
+  }
   if (!agree) {
-    return ffi::Error::InvalidArgument(
-        "batch norm: x, its gradient and the per-channel vectors disagree in size");
+    return ffi::Unexpected(ffi::Error::InvalidArgument(
+        "batch norm: x, its gradient and the per-channel vectors disagree in size"));
   }
   if (activation < 0 || activation > kSilu) {
-    return ffi::Error::InvalidArgument("batch norm: unknown activation " +
-                                       std::to_string(activation));
+    return ffi::Unexpected(ffi::Error::InvalidArgument("batch norm: unknown activation " +
+                                                       std::to_string(activation)));
   }
-  return ffi::Error::Success();
+  return BatchNorm{x.typed_data(),     dy.typed_data(),   mean.typed_data(), inv.typed_data(),
+                   scale.typed_data(), bias.typed_data(), nullptr,           rows,
+                   channels};
 }
 
 ffi::Error BatchNormMomentsImpl(ffi::ThreadPool pool, Tensor x, ffi::ResultBuffer<ffi::F32> sums) {
@@ -320,35 +326,36 @@ ffi::Error BatchNormMomentsImpl(ffi::ThreadPool pool, Tensor x, ffi::ResultBuffe
 ffi::Error BatchNormGradSumsImpl(ffi::ThreadPool pool, Tensor x, Tensor dy, Vector mean,
                                  Vector inv, Vector scale, Vector bias,
                                  ffi::ResultBuffer<ffi::F32> sums, int64_t activation) {
-  if (auto error = CheckBatchNorm(x, dy, {&mean, &inv, &scale, &bias}, activation);
-      error.failure()) {
-    return error;
-  }
-  const auto [rows, channels] = RowsAndChannels(x.dimensions());
-  const BatchNorm bn{x.typed_data(),     dy.typed_data(),   mean.typed_data(), inv.typed_data(),
-                     scale.typed_data(), bias.typed_data(), nullptr,           rows,
-                     channels};
-  kGradSums[activation](pool, bn, sums->typed_data());
+  const auto bn = GradientOperands(x, dy, mean, inv, scale, bias, activation);
+  if (bn.has_error()) return bn.error();
+  kGradSums[activation](pool, bn.value(), sums->typed_data());
   return ffi::Error::Success();
 }
 
 ffi::Error BatchNormGradInputImpl(ffi::ThreadPool pool, Tensor x, Tensor dy, Vector mean,
-                                  Vector inv, Vector scale, Vector bias,
-                                  Matrix coefficients,
+                                  Vector inv, Vector scale, Vector bias, Matrix coefficients,
                                   ffi::ResultBuffer<ffi::F32> dx, int64_t activation) {
-  if (auto error = CheckBatchNorm(x, dy, {&mean, &inv, &scale, &bias}, activation);
-      error.failure()) {
-    return error;
-  }
-  const auto [rows, channels] = RowsAndChannels(x.dimensions());
-  if (coefficients.element_count() != 3 * channels) {
+  auto bn = GradientOperands(x, dy, mean, inv, scale, bias, activation);
+  if (bn.has_error()) return bn.error();
+  if (coefficients.element_count() != 3 * bn.value().channels) {
     return ffi::Error::InvalidArgument("batch norm: the input gradient's coefficients are not 3 x C");
   }
-  const BatchNorm bn{x.typed_data(),     dy.typed_data(),    mean.typed_data(),
-                     inv.typed_data(),   scale.typed_data(), bias.typed_data(),
-                     coefficients.typed_data(), rows, channels};
-  kGradInput[activation](pool, bn, dx->typed_data());
+  BatchNorm with_coefficients = bn.value();
+  with_coefficients.coefficients = coefficients.typed_data();
+  kGradInput[activation](pool, with_coefficients, dx->typed_data());
   return ffi::Error::Success();
+}
+
+// What both gradient passes take: XLA's threads, x, dy, and mean, inv, scale and bias.
+auto BindGradientOperands() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<Tensor>()
+      .Arg<Tensor>()
+      .Arg<Vector>()
+      .Arg<Vector>()
+      .Arg<Vector>()
+      .Arg<Vector>();
 }
 
 }  // namespace
@@ -370,26 +377,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormMoments, BatchNormMomentsImpl,
                                   .Ret<Tensor>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormGradSums, BatchNormGradSumsImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<Tensor>()
-                                  .Arg<Tensor>()
-                                  .Arg<Vector>()
-                                  .Arg<Vector>()
-                                  .Arg<Vector>()
-                                  .Arg<Vector>()
-                                  .Ret<Tensor>()
-                                  .Attr<int64_t>("activation"));
+                              BindGradientOperands().Ret<Tensor>().Attr<int64_t>("activation"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BatchNormGradInput, BatchNormGradInputImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<Tensor>()
-                                  .Arg<Tensor>()
-                                  .Arg<Vector>()
-                                  .Arg<Vector>()
-                                  .Arg<Vector>()
-                                  .Arg<Vector>()
+                              BindGradientOperands()
                                   .Arg<Matrix>()
                                   .Ret<Tensor>()
                                   .Attr<int64_t>("activation"));

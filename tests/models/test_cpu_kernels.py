@@ -108,6 +108,18 @@ def test_batch_norm_gradient_passes_are_the_float64_ones(shape, activation):
   np.testing.assert_allclose(grad_x, a * g + b * n + k, rtol=1e-5, atol=1e-5)
 
 
+def test_batch_norm_kernels_refuse_operands_that_disagree():
+  assert cpu_kernels.enabled()
+  x, grad_y, mean, inv, scale, bias = batch_norm_operands((2, 4, 4, 8))
+  sums = lambda *args, activation: jax.ffi.ffi_call(
+      cpu_kernels.BATCH_NORM_GRAD_SUMS, jax.ShapeDtypeStruct((2, 8), jnp.float32))(
+          *args, activation=np.int64(activation))
+  with pytest.raises(jax.errors.JaxRuntimeError, match="per-channel vectors disagree in size"):
+    sums(x, grad_y, mean[:5], inv, scale, bias, activation=3)
+  with pytest.raises(jax.errors.JaxRuntimeError, match="unknown activation 7"):
+    sums(x, grad_y, mean, inv, scale, bias, activation=7)
+
+
 def test_the_batch_norms_training_passes_call_the_kernels_unless_switched_off(monkeypatch):
   x = jax.random.normal(jax.random.key(0), (4, 6, 6, 24))
   scale, bias = jnp.linspace(0.5, 1.5, 24), jnp.linspace(-1, 1, 24)
