@@ -87,7 +87,7 @@ class Chunks {
     chunks->all_done_.wait(lock, [&] { return chunks->done_ == chunks->count_; });
   }
 
-  Chunks(int64_t count, std::function<void(int64_t)> body) : count_(count), body_(body) {}
+  Chunks(int64_t count, std::function<void(int64_t)> body) : count_(count), body_(std::move(body)) {}
 
  private:
   void RunRemaining() {
@@ -137,10 +137,17 @@ ffi::Error DepthwiseKernelGradImpl(ffi::ThreadPool pool, Tensor4 x, Tensor4 g, R
 }
 
 
-// Rows per chunk of the batch-norm passes: about 32K values, whatever the channels.
-int64_t RowsPerChunk(int64_t channels) {
-  return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, channels));
-}
+// The rows of a (rows, channels) tensor in chunks of about 32K values, whatever the channels.
+struct RowChunks {
+  RowChunks(int64_t rows, int64_t channels)
+      : rows(rows),
+        per_chunk(std::max<int64_t>(1, 32768 / std::max<int64_t>(1, channels))),
+        count((rows + per_chunk - 1) / per_chunk) {}
+  int64_t First(int64_t chunk) const { return chunk * per_chunk; }
+  int64_t Last(int64_t chunk) const { return std::min(rows, (chunk + 1) * per_chunk); }
+
+  const int64_t rows, per_chunk, count;
+};
 
 // The activations a BatchNorm applies, numbered as cpu_kernels.ACTIVATIONS numbers them.
 enum Activation : int64_t { kLinear = 0, kRelu = 1, kRelu6 = 2, kSilu = 3 };
@@ -258,27 +265,25 @@ std::pair<int64_t, int64_t> RowsAndChannels(ffi::AnyBuffer::Dimensions dims) {
 // Sums (2 x C) of the rows, chunk by chunk over the threads, the chunks added in order.
 template <Activation kActivation, bool kGradient>
 void ChunkedSums(ffi::ThreadPool& pool, const BatchNorm& bn, float* out) {
-  const int64_t per_chunk = RowsPerChunk(bn.channels);
-  const int64_t chunks = (bn.rows + per_chunk - 1) / per_chunk, width = 2 * bn.channels;
-  std::vector<float> partials(chunks * width, 0.0f);
-  Chunks::Run(pool, chunks, [&](int64_t chunk) {
-    AddSums<kActivation, kGradient>(bn, chunk * per_chunk,
-                                    std::min(bn.rows, (chunk + 1) * per_chunk),
+  const RowChunks chunks(bn.rows, bn.channels);
+  const int64_t width = 2 * bn.channels;
+  std::vector<float> partials(chunks.count * width, 0.0f);
+  Chunks::Run(pool, chunks.count, [&](int64_t chunk) {
+    AddSums<kActivation, kGradient>(bn, chunks.First(chunk), chunks.Last(chunk),
                                     partials.data() + chunk * width);
   });
   for (int64_t i = 0; i < width; ++i) {
     double total = 0.0;
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partials[chunk * width + i];
+    for (int64_t chunk = 0; chunk < chunks.count; ++chunk) total += partials[chunk * width + i];
     out[i] = static_cast<float>(total);
   }
 }
 
 template <Activation kActivation>
 void GradInput(ffi::ThreadPool& pool, const BatchNorm& bn, float* dx) {
-  const int64_t per_chunk = RowsPerChunk(bn.channels);
-  Chunks::Run(pool, (bn.rows + per_chunk - 1) / per_chunk, [&](int64_t chunk) {
-    GradInputRows<kActivation>(bn, chunk * per_chunk, std::min(bn.rows, (chunk + 1) * per_chunk),
-                               dx);
+  const RowChunks chunks(bn.rows, bn.channels);
+  Chunks::Run(pool, chunks.count, [&](int64_t chunk) {
+    GradInputRows<kActivation>(bn, chunks.First(chunk), chunks.Last(chunk), dx);
   });
 }
 
@@ -300,7 +305,7 @@ ffi::ErrorOr<BatchNorm> GradientOperands(const Tensor& x, const Tensor& dy, cons
   const auto [rows, channels] = RowsAndChannels(x.dimensions());
   bool agree = dy.element_count() == x.element_count();
   for (const Vector* v : {&mean, &inv, &scale, &bias}) {
-    agree = agree && v->element_count() == channels;
+    agree = agree && static_cast<int64_t>(v->element_count()) == channels;
   }
   if (!agree) {
     return ffi::Unexpected(ffi::Error::InvalidArgument(
@@ -337,7 +342,7 @@ ffi::Error BatchNormGradInputImpl(ffi::ThreadPool pool, Tensor x, Tensor dy, Vec
                                   ffi::ResultBuffer<ffi::F32> dx, int64_t activation) {
   auto bn = GradientOperands(x, dy, mean, inv, scale, bias, activation);
   if (bn.has_error()) return bn.error();
-  if (coefficients.element_count() != 3 * bn.value().channels) {
+  if (static_cast<int64_t>(coefficients.element_count()) != 3 * bn.value().channels) {
     return ffi::Error::InvalidArgument("batch norm: the input gradient's coefficients are not 3 x C");
   }
   BatchNorm with_coefficients = bn.value();

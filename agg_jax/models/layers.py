@@ -251,7 +251,7 @@ def _batch_norm_backward(epsilon, activation, residuals, grads):
   grad_y, grad_mean, grad_var = grads
   count = x.size // x.shape[-1]
   operands = (x, grad_y.astype(jnp.float32), mean, inv, scale, bias)
-  native = x.dtype == jnp.float32
+  native = x.dtype == jnp.float32 and activation in cpu_kernels.ACTIVATIONS
   grad_bias, grad_scale = _on_cpu_where_built(
       functools.partial(_grad_sums, activation=activation),
       functools.partial(cpu_kernels.batch_norm_grad_sums, activation=activation), *operands,

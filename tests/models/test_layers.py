@@ -149,6 +149,19 @@ def test_batch_norm_matches_flax_batch_norm_and_activation(activation, train, cp
   assert bool(ref_updates) == train
 
 
+def test_batch_norm_with_an_activation_the_cpu_kernels_lack_uses_xlas_form(monkeypatch):
+  """An activation added to layers.ACTIVATIONS without a C++ derivative still trains."""
+  monkeypatch.setitem(layers.ACTIVATIONS, "tanh", (jnp.tanh, lambda z: 1 - jnp.tanh(z) ** 2))
+  assert "tanh" not in cpu_kernels.ACTIVATIONS
+  x = 3 * jax.random.normal(jax.random.key(6), (4, 5, 5, 20)) + 1
+  ours = layers.BatchNorm(use_running_average=False, epsilon=1e-3, activation="tanh")
+  variables = ours.init(jax.random.key(0), x)
+  loss = lambda apply: jax.grad(lambda x: jnp.sum(jnp.sin(apply(variables, x)[0])))(x)
+  grad_x = loss(lambda v, x: ours.apply(v, x, mutable=["batch_stats"]))
+  ref_x = loss(lambda v, x: _flax_bn_then("tanh", True, x, v))
+  np.testing.assert_allclose(grad_x, ref_x, rtol=1e-4, atol=1e-5)
+
+
 def test_batch_norm_in_bfloat16_matches_flax_within_rounding():
   x = jax.random.normal(jax.random.key(4), (4, 6, 6, 8)).astype(jnp.bfloat16)
   ours = layers.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-3,
