@@ -8,6 +8,8 @@ Variants (--variants):
   defaults       as every agg_jax command runs: the XLA flags and the malloc settings
   no_xla_flags   AGG_JAX_XLA_FLAGS=none (XLA's own convolution kernels and scheduler)
   system_malloc  AGG_JAX_MALLOC=system (glibc's malloc as it comes)
+  no_fill        AGG_JAX_MALLOC=no_fill (the malloc settings, the heap's holes left after
+                 compiling unfilled)
   neither        both switched off: agg_jax before these defaults
   xla_scheduler  the defaults with XLA's own scheduler instead of the memory-minimising one
   no_ynn         the defaults with YNNPACK for nothing, reductions included (what keeping it
@@ -34,6 +36,7 @@ VARIANTS = {  # (environment, model.remat)
     "defaults": ({}, "none"),
     "no_xla_flags": ({"AGG_JAX_XLA_FLAGS": "none"}, "none"),
     "system_malloc": ({"AGG_JAX_MALLOC": "system"}, "none"),
+    "no_fill": ({"AGG_JAX_MALLOC": "no_fill"}, "none"),
     "neither": ({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "system"}, "none"),
     "xla_scheduler": ({"XLA_FLAGS": XLA_SCHEDULER}, "none"),
     "no_ynn": ({"XLA_FLAGS": NO_YNN}, "none"),

@@ -1,5 +1,6 @@
 """agg_jax.cpu_defaults: XLA:CPU flags and malloc settings applied when agg_jax is imported."""
 
+import json
 import os
 import platform
 import subprocess
@@ -123,3 +124,74 @@ def test_the_train_state_is_initialised_with_the_run_once_options(monkeypatch):
   with pytest.raises(Exception, match="xla_cpu_opt_preset"):
     train.init_state(models.from_config(config.model), train.create_optimizer(config), config,
                      mesh, (32, 32, 3))
+
+
+
+HOLES = """
+import ctypes, json, sys
+from agg_jax import cpu_defaults
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+resident_mb = lambda: int(open("/proc/self/statm").read().split()[1]) * cpu_defaults.PAGE / 2**20
+action, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+blocks = []
+for _ in range(count):  # blocks kept apart by blocks that stay
+  blocks.append(libc.malloc(size))
+  libc.malloc(2048)
+for block in blocks:
+  ctypes.memset(block, 1, size)
+for block in blocks:
+  libc.free(block)
+resident = resident_mb()
+fillers = cpu_defaults.fill_heap_holes() if action == "fill" else 0
+print(json.dumps({"fillers": fillers, "mb_handed_back": resident - resident_mb(),
+                  "reuses_a_hole": libc.malloc(size) in blocks}))
+"""
+
+
+def _holes_in_a_fresh_process(action: str, count: int, size: int) -> dict:
+  """`count` free blocks of `size` bytes in a fresh process's heap, filled or left."""
+  done = subprocess.run([sys.executable, "-c", HOLES, action, str(count), str(size)], cwd=REPO,
+                        check=True, capture_output=True, text=True)
+  return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.mark.skipif(not GLIBC, reason="filling holes is for glibc's malloc")
+def test_filled_holes_are_not_reused_and_their_memory_goes_back():
+  hole = 96 << 10  # a matrix multiplication's workspace
+  left = _holes_in_a_fresh_process("leave", 400, hole)
+  assert left["reuses_a_hole"], left  # glibc's best fit
+  filled = _holes_in_a_fresh_process("fill", 400, hole)
+  assert filled["fillers"] >= 380 and not filled["reuses_a_hole"], filled
+  assert filled["mb_handed_back"] > 0.8 * 400 * hole / 2**20, filled  # fillers cost no memory
+
+
+@pytest.mark.skipif(not GLIBC, reason="filling holes is for glibc's malloc")
+def test_holes_of_a_mebibyte_and_more_stay_open():
+  filled = _holes_in_a_fresh_process("fill", 20, 4 << 20)
+  assert filled["reuses_a_hole"] and filled["fillers"] < 20, filled  # the few: small holes of its own
+  assert filled["mb_handed_back"] > 0.8 * 20 * 4, filled  # trimmed, still free
+
+
+def test_holes_are_filled_after_a_compilation_of_a_second_or_more(monkeypatch):
+  filled = []
+  monkeypatch.setattr(cpu_defaults, "fill_heap_holes", lambda: filled.append(1))
+  cpu_defaults.fill_holes_after_compiling()  # as importing agg_jax did (once, however called)
+  jax.jit(lambda x: x * 3.0)(1.0)
+  assert not filled  # too quick a compilation to be worth it
+  monkeypatch.setattr(cpu_defaults, "FILL_AFTER_COMPILE_SECONDS", 0.0)
+  jax.jit(lambda x: x * 5.0)(1.0)
+  assert len(filled) == 1  # JAX's compile event reached the listener
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc tuning needs glibc")
+def test_no_fill_keeps_the_malloc_settings_without_the_listener(monkeypatch):
+  listened = []
+  monkeypatch.setattr(cpu_defaults, "fill_holes_after_compiling", lambda: listened.append(1))
+  cpu_defaults.apply({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "no_fill"})
+  cpu_defaults.apply({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "system"})
+  assert not listened
+  cpu_defaults.apply({"AGG_JAX_XLA_FLAGS": "none"})
+  assert listened == [1]
