@@ -32,9 +32,9 @@ compiler's surviving objects. The matrix multiplications XLA's Eigen hands to on
 64-128 KiB workspace each time (41,500 times per training step), and glibc's best-fit search
 walks those holes every time: 11 us per allocation instead of 0.4, 0.32-0.46 s of a 3.3 s
 training step, none of it when the same program is loaded from the compilation cache. After
-every compilation of a second or more, `fill_heap_holes` occupies the free blocks of 32 KiB and
-more once and for all (their pages handed back first, so they cost address space, not memory):
-the training step runs 10% faster, inference 12% (bench/README.md).
+every compilation of a second or more, `fill_heap_holes` occupies the free blocks of 32 KiB to
+1 MiB once and for all (their pages handed back, so they cost address space, not memory): the
+training step runs 1.12x as fast (bench/README.md, "Filling the heap's holes after compiling").
 
 Rematerialisation (`model.remat`) shrinks a step's buffers further, at the cost of recomputing;
 bench/bench_cpu_defaults.py measures it and each default side by side (docs/architecture.md,
@@ -141,9 +141,9 @@ _filling_after_compiling = False
 
 
 def fill_heap_holes() -> int:
-  """Occupies, for good, every free block of at least `SMALLEST_FILLED_HOLE` in glibc's heap
-  (after handing its pages back), so that later allocations come from the top of the heap
-  instead of a best-fit search through them; returns the number of fillers.
+  """Occupies, for good, the free blocks of `SMALLEST_FILLED_HOLE` up to `LARGEST_FILLED_HOLE`
+  in glibc's heap, so that later allocations of those sizes come from the top of the heap instead
+  of a best-fit search through them; returns the number of fillers kept.
 
   Fillers are taken largest first, halving from `LARGEST_FILLER`: glibc's best fit gives each
   the smallest hole that holds it, until a filler comes from the top of the heap (its address
