@@ -150,9 +150,9 @@ def fill_heap_holes() -> int:
   at or above where the top began). A filler's pages past its first go back to the system
   (`MADV_DONTNEED`), even those of a block freed by another thread meanwhile. Assumes one arena
   (`MALLOPT`); never fills more than was free outside the top. 0 where the C library is not
-  glibc."""
+  glibc 2.33 or later (`mallinfo2`)."""
   libc = _glibc()
-  if libc is None:
+  if libc is None or not hasattr(libc, "mallinfo2"):
     return 0
   libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
   libc.free.argtypes = [ctypes.c_void_p]
