@@ -146,8 +146,10 @@ for block in blocks:
   libc.free(block)
 resident = resident_mb()
 fillers = cpu_defaults.fill_heap_holes() if action == "fill" else 0
-print(json.dumps({"fillers": fillers, "mb_handed_back": resident - resident_mb(),
-                  "reuses_a_hole": libc.malloc(size) in blocks}))
+handed_back = resident - resident_mb()
+later = [libc.malloc(size) for _ in range(100)]
+print(json.dumps({"fillers": fillers, "mb_handed_back": handed_back,
+                  "holes_reused": len(set(later) & set(blocks))}))
 """
 
 
@@ -162,16 +164,17 @@ def _holes_in_a_fresh_process(action: str, count: int, size: int) -> dict:
 def test_filled_holes_are_not_reused_and_their_memory_goes_back():
   hole = 96 << 10  # a matrix multiplication's workspace
   left = _holes_in_a_fresh_process("leave", 400, hole)
-  assert left["reuses_a_hole"], left  # glibc's best fit
+  assert left["holes_reused"] >= 90, left  # of 100 later blocks: glibc's best fit
   filled = _holes_in_a_fresh_process("fill", 400, hole)
-  assert filled["fillers"] >= 380 and not filled["reuses_a_hole"], filled
+  # A hole next to other free memory may have merged into one of a mebibyte, left open.
+  assert filled["fillers"] >= 380 and filled["holes_reused"] <= 5, filled
   assert filled["mb_handed_back"] > 0.8 * 400 * hole / 2**20, filled  # fillers cost no memory
 
 
 @pytest.mark.skipif(not GLIBC, reason="filling holes is for glibc's malloc")
 def test_holes_of_a_mebibyte_and_more_stay_open():
   filled = _holes_in_a_fresh_process("fill", 20, 4 << 20)
-  assert filled["reuses_a_hole"] and filled["fillers"] < 20, filled  # the few: small holes of its own
+  assert filled["holes_reused"] >= 15 and filled["fillers"] < 20, filled  # few: its own holes
   assert filled["mb_handed_back"] > 0.8 * 20 * 4, filled  # trimmed, still free
 
 
