@@ -49,6 +49,7 @@ computation or `jax.devices()`), as every agg_jax command does.
 
 import ctypes
 import gc
+import mmap
 import os
 import platform
 
@@ -58,7 +59,7 @@ XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "reduce",
 # glibc's mallopt parameters (malloc.h) and madvise's advice to drop pages (sys/mman.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 MADV_DONTNEED = 4
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PAGE = mmap.PAGESIZE
 MALLOPT = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
 
 # Holes of at least this size are filled after a compilation: below the smallest workspace of
@@ -136,7 +137,6 @@ class _MallInfo2(ctypes.Structure):
       "fordblks", "keepcost")]
 
 
-_fillers: list[int] = []  # held for the life of the process
 _filling_after_compiling = False
 
 
@@ -162,8 +162,8 @@ def fill_heap_holes() -> int:
   libc.malloc_trim(0)
   info = libc.mallinfo2()
   top = libc.sbrk(0) - info.keepcost
-  budget, size, count = info.fordblks - info.keepcost, LARGEST_FILLER, 0
-  large = []
+  budget, size, kept = info.fordblks - info.keepcost, LARGEST_FILLER, 0
+  large = []  # freed at the end; the others are never freed
   while size >= SMALLEST_FILLED_HOLE:
     while budget >= size:
       filler = libc.malloc(size)
@@ -173,13 +173,16 @@ def fill_heap_holes() -> int:
       first_whole_page = -(-filler // PAGE) * PAGE
       libc.madvise(first_whole_page, (filler + size - first_whole_page) // PAGE * PAGE,
                    MADV_DONTNEED)
-      (large if size >= LARGEST_FILLED_HOLE else _fillers).append(filler)
-      budget, count = budget - size, count + 1
+      if size >= LARGEST_FILLED_HOLE:
+        large.append(filler)
+      else:
+        kept += 1
+      budget -= size
     size //= 2
   for filler in large:
     libc.free(filler)
   libc.malloc_trim(0)  # the top, if a filler grew it
-  return count - len(large)
+  return kept
 
 
 def _fill_holes_after_compiling(event: str, seconds: float, **_) -> None:

@@ -126,7 +126,6 @@ def test_the_train_state_is_initialised_with_the_run_once_options(monkeypatch):
                      mesh, (32, 32, 3))
 
 
-
 HOLES = """
 import ctypes, json, sys
 from agg_jax import cpu_defaults
