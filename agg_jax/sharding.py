@@ -7,6 +7,8 @@ every mesh axis named "data" or "fsdp". Parameters follow regex rules on their p
 largest dimension divisible by the fsdp axis, or by "data" when there is no "fsdp" axis;
 `(regex, "fsdp", min_size)` keeps leaves of fewer than min_size values whole). The rules match
 the whole train state, so a parameter's Adam moments (`opt_state/.../mu/<its path>`) follow it.
+(Where no rule shards, the optimizer keeps them in one vector per group instead, and
+checkpoints per parameter: concatenated_update.py.)
 `config.sharding_rules` is a tuple of rules or the name of one of PRESETS.
 """
 
@@ -87,6 +89,12 @@ def resolve_rules(rules: Sequence[tuple] | str) -> tuple:
     return PRESETS[name]
   check_rules(rules)
   return tuple(rules)
+
+
+def shards_parameters(rules: Sequence[tuple] | str) -> bool:
+  """Whether the rules (`config.sharding_rules`) may split a parameter over devices: whether
+  any of them is "fsdp"."""
+  return any(rule == "fsdp" for _, rule, *_ in resolve_rules(rules))
 
 
 def check_config(config, device_count: int) -> None:

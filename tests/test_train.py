@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from agg_jax import models, sharding, train
+from agg_jax import checkpoint, models, sharding, train
 from configs import demo as demo_config
 
 
@@ -68,6 +68,36 @@ def test_the_ahead_of_time_step_computes_what_the_jitted_one_does(monkeypatch):
   for got, want in zip(jax.tree.leaves((state, metrics)),
                        jax.tree.leaves((jitted_state, jitted_metrics))):
     np.testing.assert_array_equal(got, want)
+
+
+def test_checkpoints_keep_adams_moments_per_parameter_so_runs_resume_under_any_rules(tmp_path):
+  """Replicated, the optimizer runs on the parameters concatenated (concatenated_update), with
+  its moments in one vector per group; the checkpoint holds them per parameter, as the sharded
+  (FSDP) optimizer keeps them, so either resumes the other's checkpoint."""
+  config = tiny_config()
+  model = models.from_config(config.model)
+  states = {}
+  for name, config.mesh, config.sharding_rules in (("replicated", (("data", 1),), ("replicate",)),
+                                                   ("fsdp", (("fsdp", 1),), ("fsdp",))):
+    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+    state, shardings = train.init_state(model, train.create_optimizer(config), config, mesh,
+                                        (32, 32, 3))
+    states[name] = train.make_train_step(mesh, shardings)(
+        state, sharding.global_batch(fixed_batch(), mesh))[0]  # moments no longer zero
+  replicated, fsdp = states["replicated"], states["fsdp"]
+  assert replicated.opt_state[1][0].mu.keys() == {"masked_float32", "unmasked_float32"}
+
+  ckpts = checkpoint.RunCheckpoints(str(tmp_path))
+  ckpts.save_latest(1, train._checkpointed(replicated))  # pylint: disable=protected-access
+  ckpts.wait()
+  restore = lambda like: train._from_checkpoint(  # pylint: disable=protected-access
+      ckpts.restore_latest(checkpoint.abstract(train._checkpointed(like))))
+  expected = replicated.tx.per_parameter_state(replicated.opt_state, replicated.params)
+  assert jax.tree.structure(expected) == jax.tree.structure(fsdp.opt_state)
+  for got, want in ((restore(fsdp).opt_state, expected),
+                    (restore(replicated), replicated)):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
 
 
 def test_bce_loss_is_eq_4():
