@@ -75,16 +75,15 @@ def test_checkpoints_keep_adams_moments_per_parameter_so_runs_resume_under_any_r
   its moments in one vector per group; the checkpoint holds them per parameter, as the sharded
   (FSDP) optimizer keeps them, so either resumes the other's checkpoint."""
   config = tiny_config()
-  model = models.from_config(config.model)
-  states = {}
-  for name, config.mesh, config.sharding_rules in (("replicated", (("data", 1),), ("replicate",)),
-                                                   ("fsdp", (("fsdp", 1),), ("fsdp",))):
-    mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-    state, shardings = train.init_state(model, train.create_optimizer(config), config, mesh,
-                                        (32, 32, 3))
-    states[name] = train.make_train_step(mesh, shardings)(
-        state, sharding.global_batch(fixed_batch(), mesh))[0]  # moments no longer zero
-  replicated, fsdp = states["replicated"], states["fsdp"]
+  mesh = sharding.make_mesh(config.mesh)
+  state, _ = train.init_state(models.from_config(config.model), train.create_optimizer(config),
+                              config, mesh, (32, 32, 3))
+  config.sharding_rules = ("fsdp",)
+  fsdp_tx = train.create_optimizer(config)  # parameter by parameter
+  grads = jax.tree.map(lambda p: np.full(p.shape, 0.1, p.dtype), state.params)
+  step = jax.jit(lambda s: s.apply_gradients(grads=grads))  # the moments no longer zero
+  replicated = step(state)
+  fsdp = step(state.replace(tx=fsdp_tx, opt_state=fsdp_tx.init(state.params)))
   assert replicated.opt_state[1][0].mu.keys() == {"masked_float32", "unmasked_float32"}
 
   ckpts = checkpoint.RunCheckpoints(str(tmp_path))
