@@ -16,6 +16,7 @@ updated before. A concatenation gathers its parts: this is for parameters that a
 (`train.create_optimizer` decides).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -23,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from agg_jax import sharding
 
 MASKED, UNMASKED = "masked", "unmasked"
 
@@ -39,12 +42,14 @@ class Concatenated(NamedTuple):
     state the transformation keeps when it runs parameter by parameter. Concrete arrays, outside
     a jitted function."""
     layout = _Layout(params, self.masked)
-    return _map_subtrees(layout.group_treedef, layout.ungroup_on_host, state)
+    return _map_subtrees(layout.group_treedef, lambda groups: _on_host(layout.ungroup, groups),
+                         state)
 
   def grouped_state(self, state, params):
     """The inverse of `per_parameter_state`."""
     layout = _Layout(params, self.masked)
-    return _map_subtrees(layout.treedef, layout.group_on_host, state)
+    return _map_subtrees(layout.treedef,
+                         lambda tree: _on_host(functools.partial(layout.group, xp=np), tree), state)
 
 
 def concatenated(make_tx: Callable[[Callable], optax.GradientTransformation],
@@ -74,8 +79,8 @@ def concatenated(make_tx: Callable[[Callable], optax.GradientTransformation],
 
 class _Layout:
   """Where each parameter of a tree goes in its group's vector, and back: with jax.numpy in a
-  jitted function, or on the host for concrete arrays outside one (splitting eagerly would
-  compile a program per slice)."""
+  jitted function, or with numpy for concrete arrays outside one (`_on_host`: splitting eagerly
+  with jax.numpy would compile a program per slice)."""
 
   def __init__(self, tree, masked):
     leaves, self.treedef = jax.tree.flatten(tree)
@@ -100,28 +105,17 @@ class _Layout:
         offset += size
     return self.treedef.unflatten(leaves)
 
-  def group_on_host(self, tree) -> dict:
-    """`group` of concrete, replicated arrays: placed as the tree's first leaf is."""
-    like = jax.tree.leaves(tree)[0]
-    return jax.tree.map(lambda v: _placed_like(like, v),
-                        self.group(jax.tree.map(_host_value, tree), xp=np))
 
-  def ungroup_on_host(self, groups: dict):
-    like = jax.tree.leaves(groups)[0]
-    return jax.tree.map(lambda v: _placed_like(like, v),
-                        self.ungroup(jax.tree.map(_host_value, groups)))
-
-
-def _host_value(array) -> np.ndarray:
-  """The whole value of a replicated array, from this process's first copy."""
-  return np.asarray(array.addressable_data(0))
-
-
-def _placed_like(like: jax.Array, value: np.ndarray) -> jax.Array:
-  """`value` as a jax.Array replicated over the devices `like` is on."""
-  sharding = jax.sharding.NamedSharding(like.sharding.mesh, jax.sharding.PartitionSpec()) \
-      if isinstance(like.sharding, jax.sharding.NamedSharding) else like.sharding
-  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+def _on_host(fn, tree):
+  """fn of the values of a tree of concrete, replicated arrays, computed with numpy from this
+  process's copies; its results replicated over the devices of the tree's first leaf."""
+  like = jax.tree.leaves(tree)[0].sharding
+  if isinstance(like, jax.sharding.NamedSharding):
+    like = sharding.replicated(like.mesh)
+  values = jax.tree.map(lambda array: np.asarray(array.addressable_data(0)), tree)
+  return jax.tree.map(
+      lambda value: jax.make_array_from_callback(value.shape, like, lambda index: value[index]),
+      fn(values))
 
 
 def _map_subtrees(treedef, fn, state):
