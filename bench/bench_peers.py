@@ -8,11 +8,13 @@ Sides (--sides):
   torch          torchvision's backbone, eager (CPU torch; cross-entropy, AdamW)
   torch_compile  the same under torch.compile
   keras          Keras' application of the same backbone on the JAX backend (jit_compile)
-Speed: after one warm-up call, --rounds alternating rounds of --steps calls per side, the median
-round per side; each row prints its ratio to the torch sides of the same run. Memory (--memory):
-each side once more in a process of its own, whose peak resident size (ru_maxrss of that
-process) and first call (compile; for agg_jax with an empty and then a filled compilation
-cache) are reported.
+Speed: each side runs in a process of its own (two programs' buffers in one heap slowed one
+another: EfficientNet-Lite0's detector trained at half speed next to its bare backbone). After
+its first call and a warm-up, --rounds alternating rounds of --steps calls per side, one side
+at a time while the others wait; the median round per side, and each row's ratio to the torch
+sides of the same run. Memory (--memory): each side once more in a fresh process, whose peak
+resident size (ru_maxrss of that process) and first call (compile; for agg_jax with an empty
+and then a filled compilation cache) are reported.
 
   python bench/bench_peers.py --task=infer
   python bench/bench_peers.py --task=train --memory
@@ -65,6 +67,8 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
 flags.DEFINE_bool("memory", False, "Also measure each side's peak memory and compile time, "
                   "each in a process of its own.")
 flags.DEFINE_string("only", "", "Internal: run this one side once and print its figures.")
+flags.DEFINE_string("serve", "", "Internal: build this one side, then time a round of it for "
+                    "each line read from stdin.")
 flags.DEFINE_string("compilation_cache", "", "Internal: agg_jax's compilation cache folder.")
 FLAGS = flags.FLAGS
 
@@ -200,17 +204,60 @@ def timed(side) -> float:
   return (time.perf_counter() - start) / FLAGS.steps
 
 
-def run_alone(name: str, cache: str = "") -> dict:
-  """Runs one side in a process of its own: its first call and peak resident memory (GB)."""
-  argv = [sys.executable, os.path.abspath(__file__), f"--only={name}",
-          f"--compilation_cache={cache}",
+def _side_argv(*extra: str) -> list[str]:
+  """The command line of a process that runs one side with this run's settings."""
+  return [sys.executable, os.path.abspath(__file__), *extra,
           *[f"--{flag}={getattr(FLAGS, flag)}" for flag in ("model", "size", "batch", "task",
                                                             "dtype", "steps")]]
-  done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=False)
+
+
+def run_alone(name: str, cache: str = "") -> dict:
+  """Runs one side in a process of its own: its first call and peak resident memory (GB)."""
+  done = subprocess.run(_side_argv(f"--only={name}", f"--compilation_cache={cache}"),
+                        stdout=subprocess.PIPE, text=True, check=False)
   if done.returncode != 0:
     raise RuntimeError(f"{name} failed alone (exit status {done.returncode}): "
                        f"{done.stdout[-2000:]}")
   return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Marks the lines a serving process writes for the benchmark, among whatever else reaches stdout.
+REPLY = "@bench "
+
+
+def serve(name: str) -> None:
+  """`--serve`: the side's first call and warm-up, then one timed round per line of stdin."""
+  side, first_s = first_call(name)
+  timed(side)  # warm-up: the first rounds after a compile run slow
+  print(REPLY + json.dumps({"first_call_s": first_s}), flush=True)
+  for _ in sys.stdin:
+    print(REPLY + json.dumps({"seconds": timed(side)}), flush=True)
+
+
+class ServedSide:
+  """One side in a process of its own (`--serve`), timed a round at a time."""
+
+  def __init__(self, name: str):
+    self.name = name
+    self.process = subprocess.Popen(_side_argv(f"--serve={name}"), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+    self._reply()  # its first call and warm-up are done
+
+  def _reply(self) -> dict:
+    for line in self.process.stdout:
+      if line.startswith(REPLY):
+        return json.loads(line[len(REPLY):])
+    raise RuntimeError(f"{self.name} stopped (exit status {self.process.wait()}); its errors "
+                       "are above")
+
+  def timed(self) -> float:
+    self.process.stdin.write("round\n")
+    self.process.stdin.flush()
+    return self._reply()["seconds"]
+
+  def close(self) -> None:
+    self.process.stdin.close()
+    self.process.wait()
 
 
 def main(_):
@@ -222,6 +269,9 @@ def main(_):
     timed(side)
     print(json.dumps({"first_call_s": first_s, "peak_gb": bench_common.peak_resident_gb()}))
     return
+  if FLAGS.serve:
+    serve(FLAGS.serve)
+    return
   unknown = set(FLAGS.sides) - set(SIDES)
   if unknown:
     raise app.UsageError(f"--sides: unknown {sorted(unknown)}; use some of {SIDES}")
@@ -232,14 +282,17 @@ def main(_):
   print(f"{FLAGS.task}: {FLAGS.model} at {FLAGS.size}x{FLAGS.size}, batch {FLAGS.batch}, "
         f"{FLAGS.dtype}, {jax.devices()[0].device_kind} ({os.cpu_count()} CPUs); median of "
         f"{FLAGS.rounds} alternating rounds of {FLAGS.steps} calls after a warm-up", flush=True)
-  sides, first = {}, {}
-  for name in FLAGS.sides:
-    sides[name], first[name] = first_call(name)
-    timed(sides[name])  # warm-up: the first rounds after a compile run slow
-  rounds = {name: [] for name in sides}
-  for _ in range(FLAGS.rounds):
-    for name, side in sides.items():
-      rounds[name].append(timed(side))
+  sides = {}
+  try:
+    for name in FLAGS.sides:  # one at a time: no compile runs beside another side
+      sides[name] = ServedSide(name)
+    rounds = {name: [] for name in sides}
+    for _ in range(FLAGS.rounds):
+      for name, side in sides.items():
+        rounds[name].append(side.timed())
+  finally:
+    for side in sides.values():
+      side.close()
   speed = {name: FLAGS.batch / float(np.median(times)) for name, times in rounds.items()}
   memory = {}
   if FLAGS.memory:
