@@ -17,17 +17,22 @@ from agg_jax.data import Dataset, Split, eval_batches
 from agg_jax.metrics import compute_metrics
 
 
+def jit_inference(forward, mesh):
+  """`forward(variables, images)` jitted as every inference program is: the batch split over the
+  mesh, the outputs replicated, compiled with cpu_defaults.inference_compiler_options."""
+  return jax.jit(forward, in_shardings=(None, sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh),
+                 compiler_options=cpu_defaults.inference_compiler_options(mesh.devices.flat))
+
+
 def make_predict_fn(model, mesh):
-  """Jitted (variables, images) -> fake probabilities, batch split over the mesh (compiled with
-  cpu_defaults.inference_compiler_options)."""
+  """Jitted (variables, images) -> fake probabilities (`jit_inference`)."""
 
   def predict(variables, images):
     logits, _ = model.apply(variables, images, train=False)
     return jax.nn.sigmoid(logits)
 
-  return jax.jit(predict, in_shardings=(None, sharding.batch_sharding(mesh)),
-                 out_shardings=sharding.replicated(mesh),
-                 compiler_options=cpu_defaults.inference_compiler_options(mesh.devices.flat))
+  return jit_inference(predict, mesh)
 
 
 def score_split(predict, variables, split: Split, batch_size: int, mesh) -> np.ndarray:

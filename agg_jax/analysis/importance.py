@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from agg_jax import cpu_defaults, fileio, sharding
+from agg_jax import evaluate, fileio, sharding
 from agg_jax.analysis import plotting
 from agg_jax.data import FAKE, REAL, Split, eval_batches
 from agg_jax.models import head as head_lib
@@ -43,16 +43,13 @@ class HeadInputs:
 
 
 def make_forward_fn(model, mesh) -> Callable:
-  """Jitted (variables, images) -> (logits, primitives), the batch split over the mesh (compiled
-  with cpu_defaults.inference_compiler_options)."""
+  """Jitted (variables, images) -> (logits, primitives) (`evaluate.jit_inference`)."""
 
   def forward(variables, images):
     logits, aux = model.apply(variables, images, train=False)
     return logits, aux["primitives"]
 
-  return jax.jit(forward, in_shardings=(None, sharding.batch_sharding(mesh)),
-                 out_shardings=sharding.replicated(mesh),
-                 compiler_options=cpu_defaults.inference_compiler_options(mesh.devices.flat))
+  return evaluate.jit_inference(forward, mesh)
 
 
 def collect(forward, variables, split: Split, batch_size: int, mesh,
