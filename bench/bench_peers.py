@@ -66,9 +66,8 @@ flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                   "Keras: the mixed_bfloat16 policy).")
 flags.DEFINE_bool("memory", False, "Also measure each side's peak memory and compile time, "
                   "each in a process of its own.")
-flags.DEFINE_string("only", "", "Internal: run this one side once and print its figures.")
-flags.DEFINE_string("serve", "", "Internal: build this one side, then time a round of it for "
-                    "each line read from stdin.")
+flags.DEFINE_string("serve", "", "Internal: build this one side and print its figures, then "
+                    "time a round of it for each line read from stdin.")
 flags.DEFINE_string("compilation_cache", "", "Internal: agg_jax's compilation cache folder.")
 FLAGS = flags.FLAGS
 
@@ -204,44 +203,34 @@ def timed(side) -> float:
   return (time.perf_counter() - start) / FLAGS.steps
 
 
-def _side_argv(*extra: str) -> list[str]:
-  """The command line of a process that runs one side with this run's settings."""
-  return [sys.executable, os.path.abspath(__file__), *extra,
-          *[f"--{flag}={getattr(FLAGS, flag)}" for flag in ("model", "size", "batch", "task",
-                                                            "dtype", "steps")]]
-
-
-def run_alone(name: str, cache: str = "") -> dict:
-  """Runs one side in a process of its own: its first call and peak resident memory (GB)."""
-  done = subprocess.run(_side_argv(f"--only={name}", f"--compilation_cache={cache}"),
-                        stdout=subprocess.PIPE, text=True, check=False)
-  if done.returncode != 0:
-    raise RuntimeError(f"{name} failed alone (exit status {done.returncode}): "
-                       f"{done.stdout[-2000:]}")
-  return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 # Marks the lines a serving process writes for the benchmark, among whatever else reaches stdout.
 REPLY = "@bench "
 
 
 def serve(name: str) -> None:
-  """`--serve`: the side's first call and warm-up, then one timed round per line of stdin."""
+  """`--serve`: the side's first call and a warm-up, its figures so far (first call, peak
+  resident memory), then one timed round per line of stdin."""
   side, first_s = first_call(name)
   timed(side)  # warm-up: the first rounds after a compile run slow
-  print(REPLY + json.dumps({"first_call_s": first_s}), flush=True)
+  print(REPLY + json.dumps({"first_call_s": first_s,
+                            "peak_gb": bench_common.peak_resident_gb()}), flush=True)
   for _ in sys.stdin:
     print(REPLY + json.dumps({"seconds": timed(side)}), flush=True)
 
 
 class ServedSide:
-  """One side in a process of its own (`--serve`), timed a round at a time."""
+  """One side in a process of its own (`--serve`), timed a round at a time; `figures` are its
+  first call and peak memory once built."""
 
-  def __init__(self, name: str):
+  def __init__(self, name: str, cache: str = ""):
     self.name = name
-    self.process = subprocess.Popen(_side_argv(f"--serve={name}"), stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, text=True)
-    self._reply()  # its first call and warm-up are done
+    argv = [sys.executable, os.path.abspath(__file__), f"--serve={name}",
+            f"--compilation_cache={cache}",
+            *[f"--{flag}={getattr(FLAGS, flag)}" for flag in ("model", "size", "batch", "task",
+                                                              "dtype", "steps")]]
+    self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True)
+    self.figures = self._reply()
 
   def _reply(self) -> dict:
     for line in self.process.stdout:
@@ -260,15 +249,17 @@ class ServedSide:
     self.process.wait()
 
 
+def run_alone(name: str, cache: str = "") -> dict:
+  """One side built in a fresh process: its first call and peak resident memory (GB)."""
+  side = ServedSide(name, cache)
+  side.close()
+  return side.figures
+
+
 def main(_):
   if FLAGS.compilation_cache:
     jax.config.update("jax_compilation_cache_dir", FLAGS.compilation_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  if FLAGS.only:
-    side, first_s = first_call(FLAGS.only)
-    timed(side)
-    print(json.dumps({"first_call_s": first_s, "peak_gb": bench_common.peak_resident_gb()}))
-    return
   if FLAGS.serve:
     serve(FLAGS.serve)
     return
