@@ -22,7 +22,8 @@ head, 256x256, batch 16, 2 cores; bench/bench_cpu_defaults.py measures them on y
 
 Programs that run once (the train state's initialisation) compile with XLA's fast-compile preset
 on CPU (`run_once_compiler_options`); programs that only run the model forward (prediction,
-evaluation, the analysis) with XLA's own scheduler (`inference_compiler_options`).
+evaluation, the analysis, an exported detector's scores) with XLA's own scheduler
+(`inference_compiler_options`).
 
 Since freed memory is kept, what compiling used is handed back before the training step first
 runs (`release_free_memory`, called by `train.init_state` and `train.compiled_train_step`):

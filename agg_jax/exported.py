@@ -27,7 +27,7 @@ from etils import epath
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 
-from agg_jax import face_input, fileio
+from agg_jax import cpu_defaults, face_input, fileio
 
 FORMAT = "agg_jax-export"
 FORMAT_VERSION = 1
@@ -71,7 +71,10 @@ class Detector:
       self.variables = nest(load_safetensors((self.folder / VARIABLES).read_bytes()))
     except (OSError, SafetensorError) as e:
       raise ExportError(f"{self.folder / VARIABLES}: cannot read the variables ({e})") from None
-    self._detector = _deserialize(self.folder / DETECTOR)
+    detector = _deserialize(self.folder / DETECTOR)
+    # Compiled as the run's own predictions are (cpu_defaults.inference_compiler_options).
+    self._detector = jax.jit(
+        detector.call, compiler_options=cpu_defaults.inference_compiler_options(jax.devices()))
     cam_path = self.folder / CAM
     self._cam = _deserialize(cam_path) if cam_path.is_file() else None
 
@@ -106,7 +109,7 @@ class Detector:
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """Probability of fake (B,) for uint8 images (B, S, S, 3)."""
     images = self._check(images)
-    return np.asarray(self._detector.call(self.variables, images), np.float32)
+    return np.asarray(self._detector(self.variables, images), np.float32)
 
   def cam(self, images: np.ndarray) -> np.ndarray:
     """Grad-CAM maps (B, len(cam_layers), S, S) in [0, 1]; ExportError without a CAM module."""

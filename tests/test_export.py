@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from agg_jax import data, exported, run, sharding
+from agg_jax import cpu_defaults, data, exported, run, sharding
 from agg_jax.export import choose_threshold
 from agg_jax.preprocess.aligner import Settings
 from tests.helpers import REPO, one_line_error, run_module
@@ -77,6 +77,25 @@ def test_exported_scores_equal_the_runs_own_and_the_training_models(tiny_export)
   assert maps.shape == (3, 2, 32, 32) and maps.min() >= 0 and maps.max() <= 1
   with pytest.raises(ValueError, match=r"uint8 images \(B, 32, 32, 3\)"):
     detector.probabilities(images[:, :16])
+
+
+def test_exported_scores_compile_with_xlas_scheduler_into_smaller_buffers(tiny_export,
+                                                                          monkeypatch):
+  """As the run's own predictions (test_cpu_defaults): under the memory-minimising scheduler
+  every block output would live until the head's poolings at the end."""
+  workdir, _ = tiny_export
+  images = np.zeros((8, 32, 32, 3), np.uint8)
+
+  def temp_bytes() -> int:
+    detector = exported.load(workdir / "export")
+    program = detector._detector  # pylint: disable=protected-access
+    compiled = program.lower(detector.variables, images).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  ours = temp_bytes()
+  minimising = cpu_defaults.XLA_FLAGS[cpu_defaults.SCHEDULER]
+  monkeypatch.setitem(cpu_defaults.INFERENCE_COMPILER_OPTIONS, cpu_defaults.SCHEDULER, minimising)
+  assert ours < 0.85 * temp_bytes(), ours
 
 
 def test_loading_an_export_imports_no_training_code(tiny_export):
