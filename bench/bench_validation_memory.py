@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from agg_jax import cpu_defaults, evaluate, models, sharding, train  # noqa: E402
-from configs import demo  # noqa: E402
+from configs import default as default_config  # noqa: E402
 
 import bench_common  # noqa: E402
 
@@ -70,7 +70,7 @@ def report(phase: str) -> float:
 
 
 def main(_):
-  config = demo.get_config()
+  config = default_config.get_config()
   config.model.name = FLAGS.model
   mesh = sharding.make_mesh(config.mesh)
   model = models.from_config(config.model)
