@@ -87,3 +87,14 @@ SIGTERM_AFTER_STEP_3 = hooked_main("""
 
     train.compiled_train_step = compile_signalling_step
 """)
+
+
+def temp_bytes_and_under_the_minimising_scheduler(temp_bytes, monkeypatch) -> tuple[int, int]:
+  """`temp_bytes()` (a forward program's temporary bytes, compiled with
+  cpu_defaults.inference_compiler_options), then the same with the memory-minimising scheduler
+  of `XLA_FLAGS` in the options' place."""
+  from agg_jax import cpu_defaults  # noqa: PLC0415  (this module loads no agg_jax module)
+  ours = temp_bytes()
+  minimising = cpu_defaults.XLA_FLAGS[cpu_defaults.SCHEDULER]
+  monkeypatch.setitem(cpu_defaults.INFERENCE_COMPILER_OPTIONS, cpu_defaults.SCHEDULER, minimising)
+  return ours, temp_bytes()

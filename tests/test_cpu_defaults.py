@@ -14,7 +14,7 @@ import pytest
 
 from agg_jax import cpu_defaults, evaluate, models, sharding, train
 from configs import demo
-from tests.helpers import REPO
+from tests.helpers import REPO, temp_bytes_and_under_the_minimising_scheduler
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -120,10 +120,8 @@ def test_predictions_compile_with_xlas_scheduler_into_smaller_buffers(monkeypatc
     compiled = evaluate.make_predict_fn(model, mesh).lower(variables, images).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
-  ours = temp_bytes()
-  minimising = cpu_defaults.XLA_FLAGS[cpu_defaults.SCHEDULER]
-  monkeypatch.setitem(cpu_defaults.INFERENCE_COMPILER_OPTIONS, cpu_defaults.SCHEDULER, minimising)
-  assert ours < 0.85 * temp_bytes(), ours
+  ours, minimising = temp_bytes_and_under_the_minimising_scheduler(temp_bytes, monkeypatch)
+  assert ours < 0.85 * minimising, (ours, minimising)
 
 
 def test_fast_compiled_initialisation_is_xlas_within_a_rounding():

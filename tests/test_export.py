@@ -11,10 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from agg_jax import cpu_defaults, data, exported, run, sharding
+from agg_jax import data, exported, run, sharding
 from agg_jax.export import choose_threshold
 from agg_jax.preprocess.aligner import Settings
-from tests.helpers import REPO, one_line_error, run_module
+from tests.helpers import (REPO, one_line_error, run_module,
+                           temp_bytes_and_under_the_minimising_scheduler)
 
 TRAINING_MODULES = ("flax", "optax", "orbax", "agg_jax.models", "agg_jax.train",
                     "agg_jax.analysis", "agg_jax.export")
@@ -92,10 +93,8 @@ def test_exported_scores_compile_with_xlas_scheduler_into_smaller_buffers(tiny_e
     compiled = program.lower(detector.variables, images).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
-  ours = temp_bytes()
-  minimising = cpu_defaults.XLA_FLAGS[cpu_defaults.SCHEDULER]
-  monkeypatch.setitem(cpu_defaults.INFERENCE_COMPILER_OPTIONS, cpu_defaults.SCHEDULER, minimising)
-  assert ours < 0.85 * temp_bytes(), ours
+  ours, minimising = temp_bytes_and_under_the_minimising_scheduler(temp_bytes, monkeypatch)
+  assert ours < 0.85 * minimising, (ours, minimising)
 
 
 def test_loading_an_export_imports_no_training_code(tiny_export):
