@@ -7,11 +7,9 @@ head, 256x256, batch 16, 2 cores; bench/bench_cpu_defaults.py measures them on y
   convolutions 2-8x slower than XLA's own (Eigen) ones, weight gradients most (a 3x3
   convolution 48->192 at 16x64x64: 570 ms for the weight gradient through YNNPACK, 92 ms through
   Eigen). `xla_cpu_experimental_ynn_fusion_type=reduce` keeps YNNPACK for reductions only,
-  where it is worth keeping: the step runs 2.4x as fast as with XLA's own reductions. XLA's
-  memory-minimising scheduler (`xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`)
-  orders the step so that it needs 2.9 GB of temporary buffers instead of 3.6, at the same
-  speed. A flag the user put in `XLA_FLAGS` is never overridden. These are CPU compiler flags:
-  GPU and TPU compilations ignore them.
+  where it is worth keeping: the step runs 2.4x as fast as with XLA's own reductions. A flag the
+  user put in `XLA_FLAGS` is never overridden. A CPU compiler flag: GPU and TPU compilations
+  ignore it.
 - **malloc.** XLA:CPU allocates a step's temporary buffer (gigabytes for a training step) on
   one of its threads, where glibc's malloc maps fresh pages for any large block and unmaps them
   when freed: every step then faults in every page again (1.1 million page faults per step,
@@ -20,10 +18,18 @@ head, 256x256, batch 16, 2 cores; bench/bench_cpu_defaults.py measures them on y
   the same pages; the cost is that freed memory stays with the process (its resident size stays
   at its peak) instead of going back to the system.
 
-Programs that run once (the train state's initialisation) compile with XLA's fast-compile preset
-on CPU (`run_once_compiler_options`); programs that only run the model forward (prediction,
-evaluation, the analysis, an exported detector's scores) with XLA's own scheduler
-(`inference_compiler_options`).
+Two kinds of program compile with options of their own on CPU (`jax.jit(...,
+compiler_options=...)`), where the rest keep XLA's:
+
+- the training step (`training_compiler_options`), with XLA's memory-minimising scheduler
+  (`xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`): it orders the step so that it
+  needs 2.9 GB of temporary buffers instead of 3.6, at the same speed. Not for programs that
+  only run forward: it schedules the aggregation head's poolings after the whole backbone, so
+  every block output lives to the end (772 MB of temporary buffers for EfficientNetV2-S's
+  detector at batch 64, against 504 with XLA's scheduler). A scheduler the user names in
+  `XLA_FLAGS` wins;
+- programs that run once (the train state's initialisation, `run_once_compiler_options`), with
+  XLA's fast-compile preset.
 
 Since freed memory is kept, what compiling used is handed back before the training step first
 runs (`release_free_memory`, called by `train.init_state` and `train.compiled_train_step`):
@@ -42,7 +48,7 @@ Rematerialisation (`model.remat`) shrinks a step's buffers further, at the cost 
 bench/bench_cpu_defaults.py measures it and each default side by side (docs/architecture.md,
 "Speed and memory on CPU").
 
-`AGG_JAX_XLA_FLAGS=none` (the flags and the preset) or `AGG_JAX_MALLOC=system` in the
+`AGG_JAX_XLA_FLAGS=none` (the flags and both kinds of options) or `AGG_JAX_MALLOC=system` in the
 environment switches either off; `AGG_JAX_MALLOC=no_fill` keeps the malloc settings without
 filling holes.
 Both take effect only if agg_jax is imported before JAX creates its CPU backend (its first
@@ -55,9 +61,7 @@ import mmap
 import os
 import platform
 
-SCHEDULER = "xla_cpu_scheduler_type"
-XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "reduce",
-             SCHEDULER: "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+XLA_FLAGS = {"xla_cpu_experimental_ynn_fusion_type": "reduce"}
 
 # glibc's mallopt parameters (malloc.h) and madvise's advice to drop pages (sys/mman.h).
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
@@ -92,12 +96,12 @@ XLA_SWITCH, MALLOC_SWITCH = "AGG_JAX_XLA_FLAGS", "AGG_JAX_MALLOC"
 RUN_ONCE_COMPILER_OPTIONS = {"xla_cpu_opt_preset": "CPU_OPT_PRESET_FAST_COMPILE"}
 
 
-# For programs that only run the model forward: XLA's own scheduler. The memory-minimising one
-# (`XLA_FLAGS`, chosen for the training step) schedules the aggregation head's poolings after
-# the whole backbone, so every block output lives to the end: EfficientNetV2-S's detector then
-# needs 772 MB of temporary buffers for a batch of 64 instead of 504, at the same speed (1.01x
-# over 15 alternating rounds); Lite0's and MobileNetV2's 7-8% less.
-INFERENCE_COMPILER_OPTIONS = {SCHEDULER: "CPU_SCHEDULER_TYPE_DEFAULT"}
+# For the training step: XLA's memory-minimising scheduler, 2.9 GB of temporary buffers for
+# EfficientNetV2-S's step instead of 3.6 with XLA's own, at the same speed (bench/README.md,
+# "The CPU defaults"). Forward programs keep XLA's scheduler, under which the aggregation head's
+# poolings run as soon as each block output is made (bench/README.md, "Inference's scheduler").
+SCHEDULER = "xla_cpu_scheduler_type"
+TRAINING_COMPILER_OPTIONS = {SCHEDULER: "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
 def _xla_defaults_on(environ) -> bool:
@@ -117,13 +121,12 @@ def run_once_compiler_options(devices, environ=os.environ) -> dict:
   return _on_cpus(RUN_ONCE_COMPILER_OPTIONS, devices, environ)
 
 
-def inference_compiler_options(devices, environ=os.environ) -> dict:
-  """`INFERENCE_COMPILER_OPTIONS` where every device is a CPU, the XLA defaults are on and
-  `XLA_FLAGS` holds no scheduler but ours, else none."""
-  scheduler = _flag_values(environ.get("XLA_FLAGS", "")).get(SCHEDULER, XLA_FLAGS[SCHEDULER])
-  if scheduler != XLA_FLAGS[SCHEDULER]:  # the user's choice
+def training_compiler_options(devices, environ=os.environ) -> dict:
+  """`TRAINING_COMPILER_OPTIONS` where every device is a CPU, the XLA defaults are on and
+  `XLA_FLAGS` names no scheduler (the user's choice), else none."""
+  if SCHEDULER in _flag_values(environ.get("XLA_FLAGS", "")):
     return {}
-  return _on_cpus(INFERENCE_COMPILER_OPTIONS, devices, environ)
+  return _on_cpus(TRAINING_COMPILER_OPTIONS, devices, environ)
 
 
 def _flag_values(xla_flags: str) -> dict[str, str]:

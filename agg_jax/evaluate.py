@@ -12,17 +12,16 @@ import json
 import jax
 import numpy as np
 
-from agg_jax import cpu_defaults, data, fileio, run, sharding, tables
+from agg_jax import data, fileio, run, sharding, tables
 from agg_jax.data import Dataset, Split, eval_batches
 from agg_jax.metrics import compute_metrics
 
 
 def jit_inference(forward, mesh):
   """`forward(variables, images)` jitted as every inference program is: the batch split over the
-  mesh, the outputs replicated, compiled with cpu_defaults.inference_compiler_options."""
+  mesh, the outputs replicated."""
   return jax.jit(forward, in_shardings=(None, sharding.batch_sharding(mesh)),
-                 out_shardings=sharding.replicated(mesh),
-                 compiler_options=cpu_defaults.inference_compiler_options(mesh.devices.flat))
+                 out_shardings=sharding.replicated(mesh))
 
 
 def make_predict_fn(model, mesh):

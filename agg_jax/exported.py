@@ -27,7 +27,7 @@ from etils import epath
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_safetensors
 
-from agg_jax import cpu_defaults, face_input, fileio
+from agg_jax import face_input, fileio
 
 FORMAT = "agg_jax-export"
 FORMAT_VERSION = 1
@@ -72,9 +72,7 @@ class Detector:
     except (OSError, SafetensorError) as e:
       raise ExportError(f"{self.folder / VARIABLES}: cannot read the variables ({e})") from None
     detector = _deserialize(self.folder / DETECTOR)
-    # Compiled as the run's own predictions are (cpu_defaults.inference_compiler_options).
-    self._detector = jax.jit(
-        detector.call, compiler_options=cpu_defaults.inference_compiler_options(jax.devices()))
+    self._detector = jax.jit(detector.call)
     cam_path = self.folder / CAM
     self._cam = _deserialize(cam_path) if cam_path.is_file() else None
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agg_jax import models, sharding, train
+from agg_jax import cpu_defaults, models, sharding, train
 
 
 def synthetic_train_step(config, size: int, batch_size: int, model=None):
@@ -35,6 +35,13 @@ def synthetic_train_step(config, size: int, batch_size: int, model=None):
   return state, step, batch
 
 
+def jit_training(fn, **jit_kwargs):
+  """`fn` jitted as the training step is compiled (cpu_defaults.training_compiler_options), so
+  that a benchmark's own gradient programs are scheduled like the step they stand in for."""
+  return jax.jit(fn, compiler_options=cpu_defaults.training_compiler_options(jax.devices()),
+                 **jit_kwargs)
+
+
 def module_grad(module, input_shape, **apply_kwargs):
   """(jitted function, its arguments): d sum(y^2) / d (params, x) of `module` on a random
   float32 input of `input_shape`, batch statistics (if any) of the batch."""
@@ -45,7 +52,7 @@ def module_grad(module, input_shape, **apply_kwargs):
     y, _ = module.apply({**variables, "params": params}, x, mutable=["batch_stats"],
                         **apply_kwargs)
     return jnp.sum(jnp.square(y))
-  return jax.jit(jax.grad(loss, argnums=(0, 1))), (variables["params"], x)
+  return jit_training(jax.grad(loss, argnums=(0, 1))), (variables["params"], x)
 
 
 def alternating_medians(calls: dict, rounds: int, steps: int) -> dict:

@@ -11,7 +11,8 @@ Variants (--variants):
   no_fill        AGG_JAX_MALLOC=no_fill (the malloc settings, the heap's holes left after
                  compiling unfilled)
   neither        both switched off: agg_jax before these defaults
-  xla_scheduler  the defaults with XLA's own scheduler instead of the memory-minimising one
+  xla_scheduler  the defaults with XLA's own scheduler for the step instead of the
+                 memory-minimising one (a scheduler named in XLA_FLAGS wins)
   no_ynn         the defaults with YNNPACK for nothing, reductions included (what keeping it
                  for reductions buys)
   remat_block    the defaults plus model.remat="block"

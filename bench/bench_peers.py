@@ -119,7 +119,7 @@ class AggJax:
         return loss, updates
       (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
       return state.apply_gradients(grads=grads, batch_stats=updates["batch_stats"]), loss
-    return jax.jit(step, donate_argnums=0)
+    return bench_common.jit_training(step, donate_argnums=0)
 
   def __call__(self):
     if FLAGS.task == "infer":

@@ -64,8 +64,9 @@ def detector_call():
     (logits, _), _ = model.apply({**variables, "params": params}, images, train=train,
                                  mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)})
     return jnp.sum(jnp.square(logits))
-  fn = jax.grad(forward) if train else forward
-  return jax.jit(fn), (variables["params"], images)
+  if train:
+    return bench_common.jit_training(jax.grad(forward)), (variables["params"], images)
+  return jax.jit(forward), (variables["params"], images)
 
 
 def op_names(compiled_text: str) -> dict[str, str]:

@@ -1,10 +1,9 @@
 """Where a detector's time goes, stage by stage: seconds of a jitted forward pass (--task=infer)
 or forward and backward pass (--task=train: gradients by every parameter, batch statistics
 updated; no optimizer) of the backbone cut after each stage (`num_blocks`), and of the whole
-detector. A stage's time is the difference between consecutive cuts; "aggregation head" is the
-detector's time less the whole backbone's. Cuts are timed in alternating rounds after a warm-up
-and medians reported. Runs on any checkout whose models take `num_blocks` (to compare before and
-after a change, run the same file in each).
+detector, gradients compiled as the training step is. A stage's time is the difference between
+consecutive cuts; "aggregation head" is the detector's time less the whole backbone's. Cuts are
+timed in alternating rounds after a warm-up and medians reported.
 
   python bench/profile_stages.py
   python bench/profile_stages.py --task=infer
@@ -23,6 +22,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from agg_jax import models  # noqa: E402
+
+import bench_common  # noqa: E402
 
 flags.DEFINE_string("model", "efficientnetv2_s", "Backbone (an EfficientNet of the registry).")
 flags.DEFINE_integer("size", 256, "Input side.")
@@ -46,7 +47,7 @@ def timed_call(model, images):
     return jnp.mean(jnp.square(out.astype(jnp.float32))), updates
 
   if FLAGS.task == "train":
-    call = jax.jit(jax.grad(loss, has_aux=True))
+    call = bench_common.jit_training(jax.grad(loss, has_aux=True))
   else:
     call = jax.jit(lambda params: model.apply({**variables, "params": params}, images))
   return lambda: jax.block_until_ready(call(variables["params"]))

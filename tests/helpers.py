@@ -89,12 +89,10 @@ SIGTERM_AFTER_STEP_3 = hooked_main("""
 """)
 
 
-def temp_bytes_and_under_the_minimising_scheduler(temp_bytes, monkeypatch) -> tuple[int, int]:
-  """`temp_bytes()` (a forward program's temporary bytes, compiled with
-  cpu_defaults.inference_compiler_options), then the same with the memory-minimising scheduler
-  of `XLA_FLAGS` in the options' place."""
+def temp_bytes_and_under_the_minimising_scheduler(lowered) -> tuple[int, int]:
+  """The temporary bytes of a lowered forward program compiled as it is, then compiled with the
+  training step's options (cpu_defaults.TRAINING_COMPILER_OPTIONS, the memory-minimising
+  scheduler)."""
   from agg_jax import cpu_defaults  # noqa: PLC0415  (this module loads no agg_jax module)
-  ours = temp_bytes()
-  minimising = cpu_defaults.XLA_FLAGS[cpu_defaults.SCHEDULER]
-  monkeypatch.setitem(cpu_defaults.INFERENCE_COMPILER_OPTIONS, cpu_defaults.SCHEDULER, minimising)
-  return ours, temp_bytes()
+  temp_bytes = lambda options: lowered.compile(options).memory_analysis().temp_size_in_bytes
+  return temp_bytes(None), temp_bytes(cpu_defaults.TRAINING_COMPILER_OPTIONS)

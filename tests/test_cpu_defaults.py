@@ -20,16 +20,15 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 YNN = "--xla_cpu_experimental_ynn_fusion_type=reduce"
-SCHEDULER = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
-DEFAULTS = f"{YNN} {SCHEDULER}"
+DEFAULTS = YNN
 
 
 def test_defaults_are_appended_and_a_users_flag_wins():
   flag = "xla_cpu_experimental_ynn_fusion_type"
   assert cpu_defaults.merged_xla_flags("") == DEFAULTS
   assert cpu_defaults.merged_xla_flags("--xla_foo=1") == f"--xla_foo=1 {DEFAULTS}"
-  assert cpu_defaults.merged_xla_flags(f"--{flag}=default") == f"--{flag}=default {SCHEDULER}"
-  assert cpu_defaults.merged_xla_flags(f"  {flag}=none ") == f"{flag}=none {SCHEDULER}"
+  assert cpu_defaults.merged_xla_flags(f"--{flag}=default") == f"--{flag}=default"
+  assert cpu_defaults.merged_xla_flags(f"  {flag}=none ") == f"{flag}=none"
   own = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_DEFAULT"
   assert cpu_defaults.merged_xla_flags(own) == f"{own} {YNN}"
 
@@ -70,10 +69,10 @@ def test_importing_agg_jax_configures_a_cpu_backend_that_accepts_the_flags():
   assert _jax_in_a_fresh_process(AGG_JAX_XLA_FLAGS="none") == ""
 
 
-def test_the_default_scheduler_shrinks_the_train_steps_temporary_buffers():
-  """This process, like every agg_jax process, compiles under the memory-minimising scheduler
-  of `XLA_FLAGS` (test_importing_agg_jax_...); the train step's buffers are smaller than under
-  XLA's own scheduler."""
+def test_the_train_step_compiles_with_the_minimising_scheduler_into_smaller_buffers():
+  """The train step's own compiler options (cpu_defaults.training_compiler_options) make its
+  buffers smaller than under XLA's scheduler, which this process's XLA_FLAGS leave in place
+  (test_importing_agg_jax_...)."""
   config = demo.get_config()
   config.model.name = "efficientnetv2_tiny"
   mesh = sharding.make_mesh(config.mesh)
@@ -97,30 +96,27 @@ def test_run_once_compiler_options_are_for_cpus_and_switch_off_with_the_flags():
   assert cpu_defaults.run_once_compiler_options([types.SimpleNamespace(platform="gpu")], {}) == {}
 
 
-def test_inference_compiler_options_are_for_cpus_and_yield_to_the_users_scheduler():
-  cpus, options = jax.devices("cpu"), cpu_defaults.INFERENCE_COMPILER_OPTIONS
-  assert cpu_defaults.inference_compiler_options(cpus, {}) == options
-  assert cpu_defaults.inference_compiler_options(cpus, {"XLA_FLAGS": DEFAULTS}) == options
-  assert cpu_defaults.inference_compiler_options(cpus, {"AGG_JAX_XLA_FLAGS": "none"}) == {}
-  assert cpu_defaults.inference_compiler_options([types.SimpleNamespace(platform="gpu")], {}) == {}
+def test_training_compiler_options_are_for_cpus_and_yield_to_the_users_scheduler():
+  cpus, options = jax.devices("cpu"), cpu_defaults.TRAINING_COMPILER_OPTIONS
+  assert cpu_defaults.training_compiler_options(cpus, {}) == options
+  assert cpu_defaults.training_compiler_options(cpus, {"XLA_FLAGS": DEFAULTS}) == options
+  assert cpu_defaults.training_compiler_options(cpus, {"AGG_JAX_XLA_FLAGS": "none"}) == {}
+  assert cpu_defaults.training_compiler_options([types.SimpleNamespace(platform="gpu")], {}) == {}
   users = "--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_CONCURRENCY_OPTIMIZED"
-  assert cpu_defaults.inference_compiler_options(cpus, {"XLA_FLAGS": f"{users} {YNN}"}) == {}
+  assert cpu_defaults.training_compiler_options(cpus, {"XLA_FLAGS": f"{users} {YNN}"}) == {}
 
 
-def test_predictions_compile_with_xlas_scheduler_into_smaller_buffers(monkeypatch):
-  """Under the memory-minimising scheduler the head's poolings come after the whole backbone,
-  which holds every block output to the end; the prediction compiles with XLA's scheduler."""
+def test_predictions_compile_with_xlas_scheduler_into_smaller_buffers():
+  """Under the training step's memory-minimising scheduler the head's poolings would come after
+  the whole backbone, which holds every block output to the end; predictions keep XLA's."""
   config = demo.get_config()
   config.model.name = "efficientnetv2_tiny"
   model, mesh = models.from_config(config.model), sharding.make_mesh(config.mesh)
   images = jnp.zeros((8, 32, 32, 3), jnp.uint8)
   variables = model.init(jax.random.key(0), images[:1], train=False)
 
-  def temp_bytes() -> int:
-    compiled = evaluate.make_predict_fn(model, mesh).lower(variables, images).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
-
-  ours, minimising = temp_bytes_and_under_the_minimising_scheduler(temp_bytes, monkeypatch)
+  lowered = evaluate.make_predict_fn(model, mesh).lower(variables, images)
+  ours, minimising = temp_bytes_and_under_the_minimising_scheduler(lowered)
   assert ours < 0.85 * minimising, (ours, minimising)
 
 
