@@ -34,14 +34,10 @@ import contextlib
 import contextvars
 import ctypes
 import functools
-import hashlib
 import logging
 import os
 import pathlib
 import platform
-import shutil
-import subprocess
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +45,7 @@ import jaxlib
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
+from agg_jax import native_build
 from agg_jax.sharding import BATCH_AXES
 
 SWITCH = "AGG_JAX_CPU_KERNELS"
@@ -71,10 +68,6 @@ ACTIVATIONS = ("linear", "relu", "relu6", "silu")
 _suspended = contextvars.ContextVar("agg_jax_cpu_kernels_suspended", default=False)
 
 
-class BuildError(RuntimeError):
-  """The C++ library could not be built; the message says why."""
-
-
 def enabled(environ=os.environ) -> bool:
   """Whether the kernels are on (`AGG_JAX_CPU_KERNELS` is not "none", not `suspended()`), JAX
   computes on the CPU by default, and the library is built: the first call builds and loads it,
@@ -95,7 +88,7 @@ def suspended():
 
 
 def _compiler() -> str | None:
-  return shutil.which(os.environ.get("CXX", "c++"))
+  return native_build.compiler("CXX", "c++")
 
 
 def _processor() -> str:
@@ -108,34 +101,11 @@ def _processor() -> str:
   return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in fields}))
 
 
-def _cache_dir() -> pathlib.Path:
-  root = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-  return pathlib.Path(root) / "agg_jax" / "cpu_kernels"
-
-
 def build(compiler: str, output_dir: pathlib.Path) -> pathlib.Path:
-  """The shared library for this source, jaxlib, compiler and processor, built into
-  `output_dir/<key>/` unless it is there already. Raises BuildError with the compiler's message."""
-  version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-  key = hashlib.sha256("\0".join([
-      SOURCE.read_text(), jaxlib.__version__, version, " ".join(COMPILE_FLAGS), _processor()
-  ]).encode()).hexdigest()[:16]
-  library = output_dir / key / "libagg_jax_cpu_kernels.so"
-  if library.exists():
-    return library
-  library.parent.mkdir(parents=True, exist_ok=True)
-  # Built under a temporary name and renamed: processes that build at once never load half a file.
-  with tempfile.NamedTemporaryFile(dir=library.parent, suffix=".so", delete=False) as partial:
-    pass
-  command = [compiler, *COMPILE_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o",
-             partial.name]
-  result = subprocess.run(command, capture_output=True, text=True)
-  if result.returncode != 0:
-    os.unlink(partial.name)
-    raise BuildError(f"{' '.join(command)} failed:\n{result.stderr.strip()}")
-  os.chmod(partial.name, 0o755)  # a temporary file's mode is the owner's alone
-  os.replace(partial.name, library)
-  return library
+  """The shared library for this source, jaxlib, compiler and processor (native_build.build).
+  Raises native_build.BuildError with the compiler's message."""
+  return native_build.build(compiler, SOURCE, [*COMPILE_FLAGS, f"-I{jax.ffi.include_dir()}"],
+                            output_dir, depends_on=(jaxlib.__version__, _processor()))
 
 
 @functools.cache
@@ -149,12 +119,12 @@ def _loaded() -> pathlib.Path | None:
                     os.environ.get("CXX", "c++"))
     return None
   try:
-    library = build(compiler, _cache_dir())
+    library = build(compiler, native_build.cache_dir("cpu_kernels"))
     handle = ctypes.cdll.LoadLibrary(str(library))
     for target, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)),
                                   platform="cpu")
-  except (BuildError, OSError, AttributeError) as error:
+  except (native_build.BuildError, OSError, AttributeError) as error:
     logging.warning("agg_jax.models.cpu_kernels: %s\nThe layers use XLA's slower forms.", error)
     return None
   return library

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from agg_jax import sharding
+from agg_jax import native_build, sharding
 from agg_jax.models import cpu_kernels, layers
 from tests.helpers import REPO
 
@@ -233,7 +233,7 @@ def test_a_failed_build_raises_with_the_compilers_message(tmp_path):
   compiler.write_text("#!/bin/sh\necho 'cpu_kernels.cc:1: error: something is wrong' >&2\n"
                       "exit 1\n")
   compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
-  with pytest.raises(cpu_kernels.BuildError, match="cpu_kernels.cc:1: error: something is wrong"):
+  with pytest.raises(native_build.BuildError, match="cpu_kernels.cc:1: error: something is wrong"):
     cpu_kernels.build(str(compiler), tmp_path / "cache")
   assert not list((tmp_path / "cache").rglob("*.so"))  # no half-built library left to load
 
