@@ -59,7 +59,8 @@ setuptools.setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["agg_jax", "agg_jax.*"]),
-    package_data={"agg_jax.models": ["cpu_kernels.cc"]},  # built on first use (cpu_kernels.py)
+    # Built on first use (models/cpu_kernels.py, large_blocks.py).
+    package_data={"agg_jax.models": ["cpu_kernels.cc"], "agg_jax": ["large_blocks.c"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

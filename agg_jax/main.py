@@ -21,12 +21,16 @@ compute (the convention of agg_jax/cli.py).
 import os
 import sys
 
-import jax
-import ml_collections
-from absl import flags, logging
-from ml_collections import config_flags
+if __name__ == "__main__":  # before JAX loads: the allocator for XLA's large blocks
+  from agg_jax import large_blocks as _large_blocks
+  _large_blocks.start_preloaded()
 
-from agg_jax import cli, preemption, run
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+from absl import flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from agg_jax import cli, large_blocks, preemption, run  # noqa: E402
 
 PROG = "agg_jax.main"
 MODES = ("train", "evaluate", "analyze", "export")
@@ -91,6 +95,8 @@ def main(argv: list[str]) -> int:
   run.check_config(config, jax.device_count())
   from agg_jax import evaluate, train, weights  # pylint: disable=import-outside-toplevel
   logging.info("devices: %s", jax.devices())
+  logging.info("XLA's large blocks: %s", "agg_jax.large_blocks" if large_blocks.active()
+               else "glibc's malloc")
   try:
     if FLAGS.mode == "train":
       if jax.process_index() == 0 and not run.config_path(FLAGS.workdir).exists():

@@ -32,18 +32,22 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
-import jax
-import numpy as np
-from absl import flags
-from tqdm import tqdm
+if __name__ == "__main__":  # before JAX loads: the allocator for XLA's large blocks
+  from agg_jax import large_blocks
+  large_blocks.start_preloaded()
 
-from agg_jax import cli, exported, fileio, heatmap
-from agg_jax.preprocess import AlignedFace, Aligner, Settings
-from agg_jax.preprocess.dlib_models import ModelNotFoundError
-from agg_jax.preprocess.frames import VIDEO_EXTS, read_frames, sample_indices
-from agg_jax.preprocess.images import IMAGE_EXTS, BadInput, read_image
-from agg_jax.preprocess.sources import kind_of, sniff
+import cv2  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from agg_jax import cli, exported, fileio, heatmap  # noqa: E402
+from agg_jax.preprocess import AlignedFace, Aligner, Settings  # noqa: E402
+from agg_jax.preprocess.dlib_models import ModelNotFoundError  # noqa: E402
+from agg_jax.preprocess.frames import VIDEO_EXTS, read_frames, sample_indices  # noqa: E402
+from agg_jax.preprocess.images import IMAGE_EXTS, BadInput, read_image  # noqa: E402
+from agg_jax.preprocess.sources import kind_of, sniff  # noqa: E402
 
 PROG = "agg_jax.predict"
 PREDICTIONS = "predictions.jsonl"

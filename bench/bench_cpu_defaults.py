@@ -5,9 +5,11 @@ alternating rounds after a warm-up. Prints the median step, its ratio to the def
 time and each process's peak resident memory.
 
 Variants (--variants):
-  defaults       as every agg_jax command runs: the XLA flags and the malloc settings
+  defaults       as every agg_jax command runs: the XLA flags, the malloc settings and the
+                 allocator for XLA's large blocks (agg_jax/large_blocks.py)
   no_xla_flags   AGG_JAX_XLA_FLAGS=none (XLA's own convolution kernels and scheduler)
-  system_malloc  AGG_JAX_MALLOC=system (glibc's malloc as it comes)
+  system_malloc  AGG_JAX_MALLOC=system (glibc's malloc as it comes, no large-block allocator)
+  no_large_blocks  AGG_JAX_MALLOC=no_large_blocks (glibc serves XLA's large blocks too)
   no_fill        AGG_JAX_MALLOC=no_fill (the malloc settings, the heap's holes left after
                  compiling unfilled)
   neither        both switched off: agg_jax before these defaults
@@ -38,6 +40,7 @@ VARIANTS = {  # (environment, model.remat)
     "no_xla_flags": ({"AGG_JAX_XLA_FLAGS": "none"}, "none"),
     "system_malloc": ({"AGG_JAX_MALLOC": "system"}, "none"),
     "no_fill": ({"AGG_JAX_MALLOC": "no_fill"}, "none"),
+    "no_large_blocks": ({"AGG_JAX_MALLOC": "no_large_blocks"}, "none"),
     "neither": ({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "system"}, "none"),
     "xla_scheduler": ({"XLA_FLAGS": XLA_SCHEDULER}, "none"),
     "no_ynn": ({"XLA_FLAGS": NO_YNN}, "none"),
@@ -60,7 +63,8 @@ def worker():
   and "end" with its peak resident memory."""
   # pylint: disable=import-outside-toplevel  (the parent never imports JAX)
   sys.path.insert(0, ROOT)
-  import agg_jax  # noqa: F401  (first: its CPU defaults, then JAX)
+  from agg_jax import large_blocks  # first: its CPU defaults, then JAX
+  large_blocks.start_preloaded()  # as agg_jax.main: started again with it, unless switched off
   import jax
   import bench_common
   from configs import default

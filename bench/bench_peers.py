@@ -42,7 +42,7 @@ import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import bench_common  # noqa: E402
-from agg_jax import evaluate, models, sharding, train  # noqa: E402
+from agg_jax import evaluate, large_blocks, models, sharding, train  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
 # Each agg_jax backbone and its counterparts: torchvision's model, Keras' application. For Lite0
@@ -52,6 +52,7 @@ PEERS = {"efficientnetv2_s": ("efficientnet_v2_s", "EfficientNetV2S"),
          "efficientnet_lite0": ("efficientnet_b0", "EfficientNetB0"),
          "mobilenetv2": ("mobilenet_v2", "MobileNetV2")}
 SIDES = ("detector", "backbone", "torch", "torch_compile", "keras")
+AGG_JAX_SIDES = ("detector", "backbone")
 
 flags.DEFINE_enum("model", "efficientnetv2_s", list(PEERS), "agg_jax backbone.")
 flags.DEFINE_integer("size", 256, "Input side.")
@@ -209,7 +210,10 @@ REPLY = "@bench "
 
 def serve(name: str) -> None:
   """`--serve`: the side's first call and a warm-up, its figures so far (first call, peak
-  resident memory), then one timed round per line of stdin."""
+  resident memory), then one timed round per line of stdin. agg_jax's sides run with the
+  allocator for XLA's large blocks, as agg_jax.main does; the peers as they come."""
+  if name in AGG_JAX_SIDES:
+    large_blocks.start_preloaded()
   side, first_s = first_call(name)
   timed(side)  # warm-up: the first rounds after a compile run slow
   print(REPLY + json.dumps({"first_call_s": first_s,

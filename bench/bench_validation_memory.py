@@ -4,27 +4,20 @@ runs them (train.train_and_evaluate), against the same steps before any validati
 One process: the detector's train step (bench_common.synthetic_train_step) runs --steps steps,
 then the prediction (evaluate.make_predict_fn, the training loop's validation) --eval_calls
 batches of --eval_batch, --cycles times, then --steps steps again. After each phase it prints
-the process's resident size, its peak (VmHWM) and glibc's heap (`mallinfo2`: its size, what is
-free in it). The peer is the first phase: training steps alone, the process's peak before any
-validation ran; the ratio is the final peak to it.
+the process's resident size, its peak (VmHWM), glibc's heap (`mallinfo2`: its size, what is
+free in it) and the large-block allocator's mappings. The peer is the first phase: training
+steps alone, the process's peak before any validation ran; the ratio is the final peak to it.
 
-XLA:CPU allocates a program's temporary buffers (gigabytes for a train step) with
-`posix_memalign(64, size)`, from glibc's heap (agg_jax.cpu_defaults: no mmap, no trimming). In
-glibc 2.36 (Debian 12) memalign asks for the size plus the alignment and a minimal chunk, and
-frees what it trims off either side into the thread cache or the fast bins, where other
-allocations soon take it: the freed block, boxed in by them, is then a few bytes too small for
-the next request of its own size, which extends the heap while the freed block stays resident
-(the pattern glibc's bug 30723 describes; its fix, merging those remainders, is in glibc 2.39,
-not verified here). Programs of different sizes in turn (training, validation) make it more
-likely; whether and when it happens varies from run to run, so run this more than once.
+The process starts itself again with the allocator for XLA's large blocks, as agg_jax.main does
+(agg_jax/large_blocks.py says why a run's memory grew without it: glibc 2.36's memalign);
+`AGG_JAX_MALLOC=no_large_blocks` shows glibc alone. Whether and when glibc's heap grows varies
+from run to run, so run that more than once.
 
   .venv/bin/python bench/bench_validation_memory.py
   .venv/bin/python bench/bench_validation_memory.py --model=efficientnet_lite0 --batch=32
 """
 
-import ctypes
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +26,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from agg_jax import cpu_defaults, evaluate, models, sharding, train  # noqa: E402
+from agg_jax import cpu_defaults, evaluate, large_blocks, models, sharding, train  # noqa: E402
 from configs import default as default_config  # noqa: E402
 
 import bench_common  # noqa: E402
@@ -54,13 +47,14 @@ def resident_gb() -> float:
 
 
 def heap() -> str:
-  """glibc's heap: its size and what is free in it (empty where the C library is not glibc)."""
-  if platform.libc_ver()[0] != "glibc":
-    return ""
-  libc = ctypes.CDLL(None)
-  libc.mallinfo2.restype = cpu_defaults._MallInfo2  # pylint: disable=protected-access
-  info = libc.mallinfo2()
-  return f"; heap {info.arena / 2**30:.2f} GB, {info.fordblks / 2**30:.2f} free"
+  """glibc's heap (its size, what is free in it) and the large-block allocator's mappings (their
+  size, what is in use), each where there is one."""
+  info, blocks, text = cpu_defaults.heap_info(), large_blocks.stats(), ""
+  if info is not None:
+    text += f"; heap {info.arena / 2**30:.2f} GB, {info.fordblks / 2**30:.2f} free"
+  if blocks is not None:
+    text += f"; large blocks {blocks.mapped / 2**30:.2f} GB, {blocks.used / 2**30:.2f} in use"
+  return text
 
 
 def report(phase: str) -> float:
@@ -103,4 +97,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+  large_blocks.start_preloaded()  # as agg_jax.main runs: unless AGG_JAX_MALLOC switches it off
   app.run(main)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agg_jax import large_blocks
 from tests.helpers import (REPO, SIGTERM_AFTER_STEP_3, TINY_RUN, hooked_main, one_line_error,
                            run_module)
 
@@ -214,6 +215,8 @@ def test_evaluate_needs_the_run_directory_alone_and_reads_no_training_data(train
   assert (run / "config.json").read_bytes() == config_bytes
   made = [line.split("images of ")[1] for line in out.stderr.splitlines() if "demo: made" in line]
   assert sorted(made) == [f"test/{name}" for name in sorted(TEST_SETS)]  # no train, validation
+  if large_blocks.wanted() and large_blocks.library() is not None:  # it started itself with it
+    assert "XLA's large blocks: agg_jax.large_blocks" in out.stderr
 
 
 def test_evaluate_with_a_config_that_disagrees_names_the_fields(trained_run, tmp_path,
