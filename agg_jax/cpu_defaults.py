@@ -49,8 +49,9 @@ bench/bench_cpu_defaults.py measures it and each default side by side (docs/arch
 "Speed and memory on CPU").
 
 `AGG_JAX_XLA_FLAGS=none` (the flags and both kinds of options) or `AGG_JAX_MALLOC=system` in the
-environment switches either off; `AGG_JAX_MALLOC=no_fill` keeps the malloc settings without
-filling holes.
+environment switches either off (`system` also leaves out agg_jax.large_blocks' allocator, which
+the training and scoring commands preload; `no_large_blocks` leaves out that alone);
+`AGG_JAX_MALLOC=no_fill` keeps the malloc settings without filling holes.
 Both take effect only if agg_jax is imported before JAX creates its CPU backend (its first
 computation or `jax.devices()`), as every agg_jax command does.
 """
