@@ -18,8 +18,9 @@ a compiler, or where the C library is not glibc, a warning says so and glibc ser
 `AGG_JAX_MALLOC=system` (glibc's malloc as it comes) or `no_large_blocks` leaves it out.
 
 A preload must be in place before the process starts, so `start_preloaded` starts the command
-again (`os.execve`, the same process id, arguments and environment plus `LD_PRELOAD`) before it
-imports JAX; child processes inherit it.
+again (`os.execve`, the same process id, arguments and environment plus `LD_PRELOAD`) before its
+other imports; child processes inherit it. That costs a second interpreter start, about a
+second, mostly importing JAX (importing agg_jax registers its compile listener with JAX).
 """
 
 import ctypes
@@ -110,10 +111,10 @@ def preloaded_environ(environ=os.environ) -> dict | None:
   return {**environ, "LD_PRELOAD": preload, STARTED_AGAIN: "1"}
 
 
-def start_preloaded(argv: list[str] | None = None) -> None:
+def start_preloaded() -> None:
   """Starts this command again with the allocator preloaded (never returns then); returns where
   it is running already, is not wanted, cannot be built, or a start with it did not load it (a
-  warning says so). Call it first thing in a command's `__main__` block, before JAX loads."""
+  warning says so). Call it first thing in a command's `__main__` block."""
   if active() or not wanted():
     return
   if os.environ.get(STARTED_AGAIN):
@@ -124,7 +125,6 @@ def start_preloaded(argv: list[str] | None = None) -> None:
   environ = preloaded_environ()
   if environ is None:
     return
-  argv = list(sys.orig_argv if argv is None else argv)
   sys.stdout.flush()
   sys.stderr.flush()
-  os.execve(sys.executable, [sys.executable, *argv[1:]], environ)
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environ)

@@ -21,9 +21,9 @@ compute (the convention of agg_jax/cli.py).
 import os
 import sys
 
-if __name__ == "__main__":  # before JAX loads: the allocator for XLA's large blocks
-  from agg_jax import large_blocks as _large_blocks
-  _large_blocks.start_preloaded()
+if __name__ == "__main__":  # first of all: started again with XLA's large-block allocator
+  from agg_jax import large_blocks
+  large_blocks.start_preloaded()
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402

@@ -32,7 +32,7 @@ import os
 import sys
 from pathlib import Path
 
-if __name__ == "__main__":  # before JAX loads: the allocator for XLA's large blocks
+if __name__ == "__main__":  # first of all: started again with XLA's large-block allocator
   from agg_jax import large_blocks
   large_blocks.start_preloaded()
 
