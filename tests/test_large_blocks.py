@@ -43,9 +43,10 @@ PRELUDE = textwrap.dedent("""\
       return int(status.split()[0]) // 1024
 
     def stats():
-      out = (ctypes.c_size_t * 3)()
+      out = (ctypes.c_size_t * 4)()
       libc.agg_jax_large_blocks_stats(out)
-      return {"mapped": out[0] // MIB, "used": out[1] // MIB, "segments": out[2]}
+      return {"mapped": out[0] // MIB, "used": out[1] // MIB, "segments": out[2],
+              "mappings": out[3]}
     """)
 
 
@@ -73,8 +74,8 @@ def test_freed_blocks_are_reused_split_and_merged_in_place():
                         "merged": stats()}))
       """)
   assert (out["b"], out["c"], out["again"]) == (0, 4 * MIB, 0)
-  assert out["split"] == {"mapped": 16, "used": 12, "segments": 3}
-  assert out["merged"] == {"mapped": 16, "used": 16, "segments": 1}
+  assert out["split"] == {"mapped": 16, "used": 12, "segments": 3, "mappings": 1}
+  assert out["merged"] == {"mapped": 16, "used": 16, "segments": 1, "mappings": 1}
 
 
 def test_a_request_no_free_part_holds_hands_the_free_parts_back_first():
@@ -84,7 +85,20 @@ def test_a_request_no_free_part_holds_hands_the_free_parts_back_first():
       memalign(32 * MIB)
       print(json.dumps(stats()))
       """)
-  assert out == {"mapped": 40, "used": 40, "segments": 2}
+  assert out == {"mapped": 40, "used": 40, "segments": 2, "mappings": 3}
+
+
+def test_releasing_free_memory_unmaps_the_free_parts():
+  out = run_preloaded("""
+      from agg_jax import cpu_defaults
+      kept, freed = memalign(8 * MIB), memalign(16 * MIB)
+      libc.free(freed)
+      before = stats()
+      cpu_defaults.release_free_memory()
+      print(json.dumps({"before": before, "after": stats()}))
+      """)
+  assert out["before"]["mapped"] == 24
+  assert out["after"] == {"mapped": 8, "used": 8, "segments": 1, "mappings": 2}
 
 
 def test_small_and_unaligned_blocks_stay_with_glibc_and_ours_answer_its_functions():
@@ -101,10 +115,10 @@ def test_small_and_unaligned_blocks_stay_with_glibc_and_ours_answer_its_function
       print(json.dumps({"after_small": after_small, "usable": usable, "kept": kept,
                         "end": stats()}))
       """)
-  assert out["after_small"] == {"mapped": 0, "used": 0, "segments": 0}
+  assert out["after_small"] == {"mapped": 0, "used": 0, "segments": 0, "mappings": 0}
   assert out["usable"] == 3 * MIB + 4096  # rounded up to whole pages
   assert out["kept"] == [7] * 100
-  assert out["end"] == {"mapped": 3, "used": 0, "segments": 1}  # kept mapped, whole MiB
+  assert out["end"] == {"mapped": 3, "used": 0, "segments": 1, "mappings": 1}  # kept mapped
 
 
 def test_threads_and_a_forked_child_allocate_and_free_concurrently():
