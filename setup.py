@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "matplotlib==3.11.2",
     "tqdm==4.70.1",
+    "wrapt==2.5.2",  # cpu_defaults: its compile listener once JAX is imported
     "tensorboardX==2.6.5",  # TensorBoard event files without TensorFlow
     "tensorboard==2.21.0",  # to look at them: `tensorboard --logdir=RUN/tensorboard`
     "safetensors==0.8.0",  # exported variables (agg_jax/exported.py), imported weights

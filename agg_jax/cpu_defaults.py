@@ -239,13 +239,19 @@ def _fill_holes_after_compiling(event: str, seconds: float, **_) -> None:
     fill_heap_holes()
 
 
+def _listen_to_compiles(jax_module) -> None:
+  jax_module.monitoring.register_event_duration_secs_listener(_fill_holes_after_compiling)
+
+
 def fill_holes_after_compiling() -> None:
   """Makes every compilation of `FILL_AFTER_COMPILE_SECONDS` or more end with `fill_heap_holes`
-  (once per process, however often it is called)."""
+  (once per process, however often it is called). The listener is registered with JAX once JAX
+  is imported (at once if it is already), so that importing agg_jax does not import JAX: the
+  commands that start themselves again (agg_jax/large_blocks.py) do so in a tenth of a second."""
   global _filling_after_compiling
   if not _filling_after_compiling:
-    import jax.monitoring  # noqa: PLC0415  (imported here: agg_jax sets XLA_FLAGS before JAX)
-    jax.monitoring.register_event_duration_secs_listener(_fill_holes_after_compiling)
+    import wrapt  # noqa: PLC0415  (only where holes are filled)
+    wrapt.register_post_import_hook(_listen_to_compiles, "jax")
     _filling_after_compiling = True
 
 

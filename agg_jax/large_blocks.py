@@ -19,8 +19,8 @@ a compiler, or where the C library is not glibc, a warning says so and glibc ser
 
 A preload must be in place before the process starts, so `start_preloaded` starts the command
 again (`os.execve`, the same process id, arguments and environment plus `LD_PRELOAD`) before its
-other imports; child processes inherit it. That costs a second interpreter start, about a
-second, mostly importing JAX (importing agg_jax registers its compile listener with JAX).
+other imports; child processes inherit it. That costs a second interpreter start, 0.08 s (a
+command's usage error: 1.22 s against 1.14 without it), since importing agg_jax imports no JAX.
 """
 
 import ctypes

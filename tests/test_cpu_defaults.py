@@ -64,6 +64,19 @@ def _jax_in_a_fresh_process(**environ) -> str:
   return done.stdout.strip()
 
 
+def test_importing_agg_jax_imports_no_jax_and_listens_to_compiles_once_jax_is_imported():
+  code = ("import sys, agg_jax; print('jax' in sys.modules); "
+          "from agg_jax import cpu_defaults; filled = []; "
+          "cpu_defaults.fill_heap_holes = lambda: filled.append(1); "
+          "cpu_defaults.FILL_AFTER_COMPILE_SECONDS = 0.0; "
+          "import jax; jax.jit(lambda x: x * 3.0)(1.0); print(len(filled))")
+  env = {k: v for k, v in os.environ.items() if k != "AGG_JAX_MALLOC"}
+  done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        cwd=REPO, timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.split() == ["False", "1"]  # no JAX at first; then its compile reached us
+
+
 def test_importing_agg_jax_configures_a_cpu_backend_that_accepts_the_flags():
   assert _jax_in_a_fresh_process() == DEFAULTS
   assert _jax_in_a_fresh_process(AGG_JAX_XLA_FLAGS="none") == ""
