@@ -165,8 +165,8 @@ def release_free_memory() -> bool:
   libc = _glibc()
   if libc is None:
     return False
-  if hasattr(libc, "agg_jax_large_blocks_release"):  # agg_jax/large_blocks.py, if preloaded
-    libc.agg_jax_large_blocks_release()
+  from agg_jax import large_blocks  # noqa: PLC0415  (it imports this module)
+  large_blocks.release_free()
   return bool(libc.malloc_trim(0))
 
 

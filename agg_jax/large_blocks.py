@@ -53,18 +53,9 @@ def wanted(environ=os.environ) -> bool:
 def library() -> pathlib.Path | None:
   """The built library (built now if it is not cached); None, after a warning, where it
   cannot be built."""
-  compiler = native_build.compiler("CC", "cc")
-  if compiler is None:
-    logging.warning("agg_jax.large_blocks: no C compiler (%s) found, so glibc serves XLA's large "
-                    "blocks (a run's memory can grow at validations); install gcc or set $CC",
-                    os.environ.get("CC", "cc"))
-    return None
-  try:
-    return native_build.build(compiler, SOURCE, COMPILE_FLAGS,
-                              native_build.cache_dir("large_blocks"))
-  except native_build.BuildError as error:
-    logging.warning("agg_jax.large_blocks: %s\nglibc serves XLA's large blocks.", error)
-    return None
+  return native_build.built_or_warn(
+      "agg_jax.large_blocks", SOURCE, COMPILE_FLAGS, "CC",
+      without="glibc serves XLA's large blocks (a run's memory can grow at validations)")
 
 
 def _preloaded():

@@ -4,6 +4,7 @@ build depends on: a changed source, compiler or processor builds anew, an unchan
 what is there."""
 
 import hashlib
+import logging
 import os
 import pathlib
 import shutil
@@ -18,6 +19,29 @@ class BuildError(RuntimeError):
 def compiler(variable: str, default: str) -> str | None:
   """The compiler `$variable` names (else `default`), if it is on the PATH."""
   return shutil.which(os.environ.get(variable, default))
+
+
+# The compiler's variable -> (its default, the language, the Debian package that brings it).
+COMPILERS = {"CC": ("cc", "C", "gcc"), "CXX": ("c++", "C++", "g++")}
+
+
+def built_or_warn(owner: str, source: pathlib.Path, flags: list[str], compiler_variable: str,
+                  without: str, depends_on: tuple[str, ...] = ()) -> pathlib.Path | None:
+  """`build` with the compiler `$compiler_variable` names (one of COMPILERS, else its default)
+  into `cache_dir(source's stem)`; None, after a warning from `owner` that says what happens
+  `without` the library, where there is no such compiler or the build fails."""
+  default, language, package = COMPILERS[compiler_variable]
+  compiler_path = compiler(compiler_variable, default)
+  if compiler_path is None:
+    logging.warning("%s: no %s compiler (%s) found, so %s; install %s or set $%s", owner,
+                    language, os.environ.get(compiler_variable, default), without, package,
+                    compiler_variable)
+    return None
+  try:
+    return build(compiler_path, source, flags, cache_dir(source.stem), depends_on)
+  except BuildError as error:
+    logging.warning("%s: %s\nSo %s.", owner, error, without)
+    return None
 
 
 def cache_dir(name: str) -> pathlib.Path:

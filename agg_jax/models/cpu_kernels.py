@@ -88,7 +88,7 @@ def suspended():
 
 
 def _compiler() -> str | None:
-  return native_build.compiler("CXX", "c++")
+  return native_build.compiler("CXX", native_build.COMPILERS["CXX"][0])
 
 
 def _processor() -> str:
@@ -104,27 +104,32 @@ def _processor() -> str:
 def build(compiler: str, output_dir: pathlib.Path) -> pathlib.Path:
   """The shared library for this source, jaxlib, compiler and processor (native_build.build).
   Raises native_build.BuildError with the compiler's message."""
-  return native_build.build(compiler, SOURCE, [*COMPILE_FLAGS, f"-I{jax.ffi.include_dir()}"],
-                            output_dir, depends_on=(jaxlib.__version__, _processor()))
+  return native_build.build(compiler, SOURCE, _flags(), output_dir, depends_on=_depends_on())
+
+
+def _flags() -> list[str]:
+  return [*COMPILE_FLAGS, f"-I{jax.ffi.include_dir()}"]
+
+
+def _depends_on() -> tuple[str, ...]:
+  return (jaxlib.__version__, _processor())
 
 
 @functools.cache
 def _loaded() -> pathlib.Path | None:
   """Builds (or finds) the library and registers its kernels with XLA; None, after one warning,
   where that fails."""
-  compiler = _compiler()
-  if compiler is None:
-    logging.warning("agg_jax.models.cpu_kernels: no C++ compiler (%s) found, so the layers "
-                    "use XLA's slower forms; install g++ or set $CXX",
-                    os.environ.get("CXX", "c++"))
+  library = native_build.built_or_warn(
+      "agg_jax.models.cpu_kernels", SOURCE, _flags(), "CXX",
+      without="the layers use XLA's slower forms", depends_on=_depends_on())
+  if library is None:
     return None
   try:
-    library = build(compiler, native_build.cache_dir("cpu_kernels"))
     handle = ctypes.cdll.LoadLibrary(str(library))
     for target, symbol in TARGETS.items():
       jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)),
                                   platform="cpu")
-  except (native_build.BuildError, OSError, AttributeError) as error:
+  except (OSError, AttributeError) as error:
     logging.warning("agg_jax.models.cpu_kernels: %s\nThe layers use XLA's slower forms.", error)
     return None
   return library
