@@ -17,6 +17,7 @@ Variants (--variants):
                  memory-minimising one (a scheduler named in XLA_FLAGS wins)
   no_ynn         the defaults with YNNPACK for nothing, reductions included (what keeping it
                  for reductions buys)
+  xla_matmul     AGG_JAX_MATMUL=xla: 1x1 convolutions multiply through XLA's dot, not MKL
   remat_block    the defaults plus model.remat="block"
 
   python bench/bench_cpu_defaults.py
@@ -44,6 +45,7 @@ VARIANTS = {  # (environment, model.remat)
     "neither": ({"AGG_JAX_XLA_FLAGS": "none", "AGG_JAX_MALLOC": "system"}, "none"),
     "xla_scheduler": ({"XLA_FLAGS": XLA_SCHEDULER}, "none"),
     "no_ynn": ({"XLA_FLAGS": NO_YNN}, "none"),
+    "xla_matmul": ({"AGG_JAX_MATMUL": "xla"}, "none"),
     "remat_block": ({}, "block"),
 }
 

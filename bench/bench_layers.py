@@ -3,7 +3,9 @@ same run: seconds of a jitted forward and backward pass (the gradient of sum(y^2
 and every parameter) at EfficientNetV2-S's shapes (256x256 input, batch 16), alternating rounds
 after a warm-up, medians and the ratio.
 
-  pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul) against flax.linen.Conv
+  pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul, through MKL where it is
+              installed) against the same through XLA's dot (AGG_JAX_MATMUL=xla) and
+              flax.linen.Conv
   depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written backward pass, the
               kernel gradient in C++) against the same with XLA's k*k sums for the kernel
               gradient (cpu_kernels.suspended), autodiff of the shifted form and XLA's
@@ -79,6 +81,19 @@ def _without_cpu_kernels(call):
   return call
 
 
+def _with_xla_matmul(call):
+  """`call`, traced (its first call) with AGG_JAX_MATMUL=xla: 1x1 convolutions through XLA's dot."""
+  saved = os.environ.get(cpu_kernels.MATMUL_SWITCH)
+  os.environ[cpu_kernels.MATMUL_SWITCH] = "xla"
+  try:
+    call()
+  finally:
+    os.environ.pop(cpu_kernels.MATMUL_SWITCH)
+    if saved is not None:
+      os.environ[cpu_kernels.MATMUL_SWITCH] = saved
+  return call
+
+
 def _pool_call(pool, shape, backward: bool):
   """A jitted pass of `pool` on a (B, H, W, C) input, its output flattened into a dense layer as
   in the head's projections; with `backward`, the input's gradient alone, for a random cotangent
@@ -105,6 +120,7 @@ def cases():
                             ((16, 16, 960), 160), ((8, 8, 256), 1536)):
       out.append((f"1x1 conv ->{features}", shape, {
           "agg_jax": _module_grad(layers.PointwiseConv(features), shape),
+          "xla_matmul": _with_xla_matmul(_module_grad(layers.PointwiseConv(features), shape)),
           "flax_conv": _module_grad(nn.Conv(features, (1, 1), use_bias=False), shape)}))
   if "depthwise" in FLAGS.layers:
     for shape, stride in (((64, 64, 192), 1), ((32, 32, 512), 1), ((16, 16, 960), 1),

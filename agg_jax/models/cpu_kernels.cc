@@ -19,6 +19,9 @@
 // and recomputes the activation's derivative in another pass. Rows are summed in chunks spread
 // over the threads and the chunks' sums added in order, so the sums do not depend on the thread
 // count either.
+//
+// Matmul: a 1x1 convolution and its two gradients as CBLAS sgemm calls (MKL's, set from Python),
+// the rows of the result split over the threads (below).
 
 #include <algorithm>
 #include <atomic>
@@ -363,7 +366,69 @@ auto BindGradientOperands() {
       .Arg<Vector>();
 }
 
+// Matmul: c = op(a) op(b) for operands viewed as matrices, each axis but the last one of rows
+// (a 1x1 convolution's pixels), float32 and row-major, where op transposes the operand whose flag
+// is set: a pointwise convolution (x @ kernel), its input gradient (g @ kernel^T) and its kernel
+// gradient (x^T @ g, summed over every pixel). The rows of c (or its columns, where it has more)
+// are split into one chunk per thread of XLA's pool and each chunk is one call of the
+// single-threaded sgemm that agg_jax_set_sgemm set (CBLAS's cblas_sgemm): every element of c is
+// one dot product in the library's order, so c does not depend on the number of threads.
+using Sgemm = void (*)(int layout, int transpose_a, int transpose_b, int m, int n, int k,
+                       float alpha, const float* a, int lda, const float* b, int ldb, float beta,
+                       float* c, int ldc);
+std::atomic<Sgemm> sgemm{nullptr};
+constexpr int kRowMajor = 101, kNoTranspose = 111, kTranspose = 112;
+
+// The columns of a tensor viewed as a matrix: its last axis.
+int64_t Columns(const Tensor& t) { return t.dimensions().back(); }
+
+ffi::Error MatmulImpl(ffi::ThreadPool pool, Tensor a, Tensor b, ffi::ResultBuffer<ffi::F32> c,
+                      bool transpose_a, bool transpose_b) {
+  const Sgemm gemm = sgemm.load();
+  if (gemm == nullptr) return ffi::Error::InvalidArgument("agg_jax_matmul: no sgemm was set");
+  const int64_t lda = Columns(a), ldb = Columns(b);
+  const int64_t n = c->dimensions().back(), m = c->element_count() / n;
+  const int64_t k = transpose_a ? a.element_count() / lda : lda;
+  // One chunk per thread, of rows or, where c has fewer rows than columns (a kernel gradient with
+  // few input channels), of columns.
+  const bool by_rows = m >= n;
+  const int64_t extent = by_rows ? m : n;
+  const int64_t chunks = std::clamp<int64_t>(extent / 16, 1, pool.num_threads());
+  const int64_t size = (extent + chunks - 1) / chunks;
+  Chunks::Run(pool, chunks, [&](int64_t chunk) {
+    const int64_t first = chunk * size, count = std::min(size, extent - first);
+    if (count <= 0) return;
+    // Row `first` of op(a) is row `first` of a, or its column `first` when a is transposed;
+    // column `first` of op(b) is column `first` of b, or its row `first` when b is transposed.
+    const float* a_part = a.typed_data();
+    const float* b_part = b.typed_data();
+    float* c_part = c->typed_data();
+    if (by_rows) {
+      a_part += transpose_a ? first : first * lda;
+      c_part += first * n;
+    } else {
+      b_part += transpose_b ? first * ldb : first;
+      c_part += first;
+    }
+    gemm(kRowMajor, transpose_a ? kTranspose : kNoTranspose,
+         transpose_b ? kTranspose : kNoTranspose, by_rows ? count : m, by_rows ? n : count, k,
+         1.0f, a_part, lda, b_part, ldb, 0.0f, c_part, n);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+extern "C" void agg_jax_set_sgemm(void* function) { sgemm.store(reinterpret_cast<Sgemm>(function)); }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Matmul, MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<Tensor>()
+                                  .Arg<Tensor>()
+                                  .Ret<Tensor>()
+                                  .Attr<bool>("transpose_a")
+                                  .Attr<bool>("transpose_b"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DepthwiseKernelGrad, DepthwiseKernelGradImpl,
                               ffi::Ffi::Bind()

@@ -24,6 +24,13 @@ pytestmark = pytest.mark.skipif(cpu_kernels._compiler() is None,
                                 reason="no C++ compiler (c++ or $CXX) to build the CPU kernels")
 
 
+@pytest.fixture(autouse=True)
+def registered_kernels():
+  """The kernels registered with XLA, which `enabled()` does on first use: a test that calls
+  them directly may be the first to run in its process (pytest-xdist)."""
+  assert cpu_kernels.enabled()
+
+
 def grouped_conv_kernel_grad(x, grad, kernel_hw, stride, pads):
   """The reference: autodiff of XLA's grouped convolution with respect to its kernel."""
   channels = x.shape[-1]
@@ -136,6 +143,72 @@ def test_the_batch_norms_training_passes_call_the_kernels_unless_switched_off(mo
                              atol=1e-5)
 
 
+needs_mkl = pytest.mark.skipif(cpu_kernels.mkl_runtime() is None,
+                               reason="MKL is not installed: pip install -e '.[mkl]'")
+MKL = {cpu_kernels.SWITCH: "", cpu_kernels.MATMUL_SWITCH: "mkl"}
+
+
+@needs_mkl
+@pytest.mark.parametrize("rows_shape", [(4, 6, 5), (3,), (2, 64, 33)])
+def test_matmul_is_the_float64_product_in_each_form(rows_shape):
+  """x @ kernel, grad @ kernel^T and x^T @ grad over every pixel, for row counts split over
+  the threads unevenly (4 * 6 * 5 and 2 * 64 * 33) or not split at all (3)."""
+  assert cpu_kernels.matmul_enabled(MKL)
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((*rows_shape, 24)).astype(np.float32)
+  kernel = rng.standard_normal((24, 40)).astype(np.float32)
+  grad = rng.standard_normal((*rows_shape, 40)).astype(np.float32)
+  x64, kernel64, grad64 = (a.astype(np.float64) for a in (x, kernel, grad))
+  forms = {
+      "forward": (lambda x, kernel, grad: cpu_kernels.matmul(x, kernel), x64 @ kernel64),
+      "input gradient": (lambda x, kernel, grad: cpu_kernels.matmul(grad, kernel, transpose_b=True),
+                         grad64 @ kernel64.T),
+      "kernel gradient": (lambda x, kernel, grad: cpu_kernels.matmul(x, grad, transpose_a=True),
+                          x64.reshape(-1, 24).T @ grad64.reshape(-1, 40)),
+  }
+  for name, (form, want) in forms.items():
+    got = jax.jit(form)(x, kernel, grad)
+    assert got.shape == want.shape, name
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4, err_msg=name)
+
+
+@needs_mkl
+def test_the_pointwise_convolution_multiplies_through_mkl_unless_switched_off(monkeypatch):
+  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 24))
+  module = layers.PointwiseConv(40)
+  variables = module.init(jax.random.key(1), x)
+  loss = lambda variables, x: jnp.sum(jnp.sin(module.apply(variables, x)))
+  monkeypatch.setenv(cpu_kernels.MATMUL_SWITCH, "mkl")
+  through_mkl = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(variables, x).compile()
+  monkeypatch.setenv(cpu_kernels.MATMUL_SWITCH, "xla")
+  through_xla = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(variables, x).compile()
+  assert through_mkl.as_text().count(f'custom_call_target="{cpu_kernels.MATMUL}"') == 3
+  assert cpu_kernels.MATMUL not in through_xla.as_text()
+  for got, want in zip(jax.tree.leaves(through_mkl(variables, x)),
+                       jax.tree.leaves(through_xla(variables, x))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_the_matmul_switch_says_when_it_is_misspelt(caplog):
+  with caplog.at_level(logging.WARNING):
+    assert not cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "mlk"})
+  assert "AGG_JAX_MATMUL='mlk' is not 'mkl' or 'xla'" in caplog.text
+  assert not cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "xla"})
+
+
+def test_without_mkl_the_pointwise_convolution_uses_xlas_matmul(monkeypatch):
+  monkeypatch.setattr(cpu_kernels, "mkl_runtime", lambda: None)
+  cpu_kernels._mkl_set.cache_clear()
+  try:
+    assert not cpu_kernels.matmul_enabled(MKL)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 8))
+    module = layers.PointwiseConv(16)
+    variables = module.init(jax.random.key(1), x)
+    assert cpu_kernels.MATMUL not in jax.jit(module.apply).lower(variables, x).as_text()
+  finally:
+    cpu_kernels._mkl_set.cache_clear()
+
+
 def compiled_gradient(loss, *args):
   return jax.jit(jax.grad(loss)).lower(*args).compile()
 
@@ -174,7 +247,8 @@ def test_suspended_programs_use_xlas_form_and_can_be_exported():
 def test_under_a_mesh_each_device_sums_its_own_images():
   """8 devices on the batch axis: each kernel runs on each device's 2 images and the sums are
   added across devices; no device gathers the batch."""
-  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             **{cpu_kernels.MATMUL_SWITCH: "mkl"})
   script = "from tests.models.test_cpu_kernels import sharded_kernel_gradient as f; f()"
   out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
@@ -188,25 +262,32 @@ def sharded_kernel_gradient():
                      NamedSharding(mesh, P("data")))
   kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 32))
   scale, bias = jnp.linspace(0.5, 1.5, 32), jnp.linspace(-1, 1, 32)
+  pointwise = layers.PointwiseConv(32)
+  pointwise_variables = pointwise.init(jax.random.key(2), x[:1])
+  targets = [cpu_kernels.DEPTHWISE_KERNEL_GRAD, cpu_kernels.BATCH_NORM_MOMENTS,
+             cpu_kernels.BATCH_NORM_GRAD_SUMS, cpu_kernels.BATCH_NORM_GRAD_INPUT]
+  if cpu_kernels.matmul_enabled():  # MKL installed: the forward pass and both gradients
+    targets += [cpu_kernels.MATMUL] * 3
 
-  def loss(kernel, x):
-    y = layers.depthwise_conv(x, kernel)
+  def loss(kernel, pointwise_variables, x):
+    y = pointwise.apply(pointwise_variables, layers.depthwise_conv(x, kernel))
     return jnp.sum(jnp.sin(layers.batch_norm_train(y, scale, bias, 1e-3, "silu")[0]))
 
-  def under_mesh(kernel, x):
+  def under_mesh(kernel, pointwise_variables, x):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return jax.grad(loss, argnums=(0, 1))(kernel, x)
+      return jax.grad(loss, argnums=(0, 1, 2))(kernel, pointwise_variables, x)
 
-  compiled = jax.jit(under_mesh).lower(kernel, x).compile()
+  compiled = jax.jit(under_mesh).lower(kernel, pointwise_variables, x).compile()
   text = compiled.as_text()
-  for target in (cpu_kernels.DEPTHWISE_KERNEL_GRAD, cpu_kernels.BATCH_NORM_MOMENTS,
-                 cpu_kernels.BATCH_NORM_GRAD_SUMS, cpu_kernels.BATCH_NORM_GRAD_INPUT):
+  for target in set(targets):
     calls = [line for line in text.splitlines() if f'custom_call_target="{target}"' in line]
-    assert len(calls) == 1 and "f32[2,8,8,32]" in calls[0], (target, calls)
+    assert len(calls) == targets.count(target), (target, calls)
+    assert all("f32[2,8,8,32]" in call for call in calls), (target, calls)
   assert "all-gather" not in text and "all-reduce" in text
   with cpu_kernels.suspended():
-    expected = jax.jit(jax.grad(loss, argnums=(0, 1)))(kernel, x)
-  for got, want in zip(compiled(kernel, x), expected):
+    expected = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(kernel, pointwise_variables, x)
+  for got, want in zip(jax.tree.leaves(compiled(kernel, pointwise_variables, x)),
+                       jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
