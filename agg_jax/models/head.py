@@ -80,8 +80,9 @@ class PrimitiveProjection(nn.Module):
     x = average_pool(features.astype(jnp.float32), window)
     x = x.reshape(x.shape[0], -1).astype(self.dtype)
     for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, dtype=self.dtype, name=f"dense{i}")(x))
-    return nn.Dense(self.num_primitives, dtype=jnp.float32, name=f"dense{len(self.hidden)}")(x)
+      x = nn.relu(layers.Dense(width, dtype=self.dtype, name=f"dense{i}")(x))
+    return layers.Dense(self.num_primitives, dtype=jnp.float32,
+                        name=f"dense{len(self.hidden)}")(x)
 
 
 class AggregationHead(nn.Module):
@@ -110,7 +111,7 @@ class AggregationHead(nn.Module):
                             name=f"projection_{name}")(endpoints[name])
         for name, window in self.windows.items()], axis=1)
     flat = primitives.reshape(primitives.shape[0], -1)
-    logits = nn.Dense(1, dtype=jnp.float32, name="aggregate")(flat)[:, 0]
+    logits = layers.Dense(1, dtype=jnp.float32, name="aggregate")(flat)[:, 0]
     return logits, primitives
 
 

@@ -91,21 +91,37 @@ def _flax_bn_then(activation, train, x, variables, dtype=jnp.float32):
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-def test_pointwise_conv_is_flax_1x1_conv_in_parameters_values_and_gradients(dtype, tolerance):
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_pointwise_conv_is_flax_1x1_conv_in_parameters_values_and_gradients(dtype, tolerance,
+                                                                            use_bias):
   x = jax.random.normal(jax.random.key(0), (2, 5, 7, 12))
-  pointwise = layers.PointwiseConv(20, dtype=dtype)
-  conv = nn.Conv(20, (1, 1), use_bias=False, dtype=dtype)
-  variables = pointwise.init(jax.random.key(1), x)
-  want_variables = conv.init(jax.random.key(1), x)
+  assert_same_module(layers.PointwiseConv(20, use_bias=use_bias, dtype=dtype),
+                     nn.Conv(20, (1, 1), use_bias=use_bias, dtype=dtype), x, dtype, tolerance)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+@pytest.mark.parametrize("shape", [(16, 300), (2, 3, 40)])
+def test_dense_is_flax_dense_in_parameters_values_and_gradients(dtype, tolerance, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  assert_same_module(layers.Dense(24, dtype=dtype), nn.Dense(24, dtype=dtype), x, dtype,
+                     tolerance)
+
+
+def assert_same_module(module, flax_module, x, dtype, tolerance):
+  """The same parameters from the same seed, and the same values and gradients."""
+  variables = module.init(jax.random.key(1), x)
+  want_variables = flax_module.init(jax.random.key(1), x)
   assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, want_variables)
-  np.testing.assert_array_equal(variables["params"]["kernel"], want_variables["params"]["kernel"])
+  for got, want in zip(jax.tree.leaves(variables), jax.tree.leaves(want_variables)):
+    np.testing.assert_array_equal(got, want)
+  variables = jax.tree.map(lambda v: v + 0.1, variables)  # a bias that is not zero
 
   def value_and_grads(module):
     loss = lambda v, x: jnp.sum(jnp.sin(module.apply(v, x).astype(jnp.float32)))
     return jax.value_and_grad(loss, argnums=(0, 1))(variables, x)
-  assert pointwise.apply(variables, x).dtype == conv.apply(variables, x).dtype == dtype
-  for got, want in zip(jax.tree.leaves(value_and_grads(pointwise)),
-                       jax.tree.leaves(value_and_grads(conv))):
+  assert module.apply(variables, x).dtype == flax_module.apply(variables, x).dtype == dtype
+  for got, want in zip(jax.tree.leaves(value_and_grads(module)),
+                       jax.tree.leaves(value_and_grads(flax_module))):
     np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance * np.abs(want).max())
 
 
