@@ -6,6 +6,9 @@ after a warm-up, medians and the ratio.
   pointwise   layers.PointwiseConv (a 1x1 convolution as a matmul, through MKL where it is
               installed) against the same through XLA's dot (AGG_JAX_MATMUL=xla) and
               flax.linen.Conv
+  dense       the batch-sized matmuls: layers.Dense (the aggregation head's first layer) and the
+              squeeze-excite's 1x1 convolutions with bias, against the same through XLA's dot
+              and flax.linen.Dense / Conv
   depthwise   layers.DepthwiseConv (shifted multiply-adds, hand-written backward pass, the
               kernel gradient in C++) against the same with XLA's k*k sums for the kernel
               gradient (cpu_kernels.suspended), autodiff of the shifted form and XLA's
@@ -38,7 +41,7 @@ from agg_jax.models import cpu_kernels, head, layers  # noqa: E402
 
 import bench_common  # noqa: E402
 
-LAYERS = ("pointwise", "depthwise", "batch_norm", "avg_pool")
+LAYERS = ("pointwise", "dense", "depthwise", "batch_norm", "avg_pool")
 flags.DEFINE_list("layers", list(LAYERS), f"Which of {LAYERS} to measure.")
 flags.DEFINE_integer("batch", 16, "Batch size.")
 flags.DEFINE_integer("steps", 5, "Timed calls per round.")
@@ -122,6 +125,17 @@ def cases():
           "agg_jax": _module_grad(layers.PointwiseConv(features), shape),
           "xla_matmul": _with_xla_matmul(_module_grad(layers.PointwiseConv(features), shape)),
           "flax_conv": _module_grad(nn.Conv(features, (1, 1), use_bias=False), shape)}))
+  if "dense" in FLAGS.layers:
+    for name, shape, make, make_flax in (
+        ("dense ->256", (7776,), lambda: layers.Dense(256), lambda: nn.Dense(256)),
+        ("se 1x1 ->64", (1, 1, 1536), lambda: layers.PointwiseConv(64, use_bias=True),
+         lambda: nn.Conv(64, (1, 1))),
+        ("se 1x1 ->1536", (1, 1, 64), lambda: layers.PointwiseConv(1536, use_bias=True),
+         lambda: nn.Conv(1536, (1, 1)))):
+      out.append((name, shape, {
+          "agg_jax": _module_grad(make(), shape),
+          "xla_matmul": _with_xla_matmul(_module_grad(make(), shape)),
+          "flax": _module_grad(make_flax(), shape)}))
   if "depthwise" in FLAGS.layers:
     for shape, stride in (((64, 64, 192), 1), ((32, 32, 512), 1), ((16, 16, 960), 1),
                           ((32, 32, 512), 2)):

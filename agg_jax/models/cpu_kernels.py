@@ -14,13 +14,14 @@ and called through XLA's FFI.
   backward pass 1.04-1.40x as fast, all the kernels together 1.15x (EfficientNetV2-S), 1.60x
   (MobileNetV2) and 1.62x (EfficientNet-Lite0) on the training step (docs/architecture.md, "The
   batch norm's training passes in C++");
-- the 1x1 convolutions' matmuls and their gradients (`matmul`, used by `layers.PointwiseConv`)
-  through Intel's MKL where it is installed (`pip install --no-deps mkl`; `make` does it on
-  x86-64 Linux), single-threaded calls on XLA's threads, each on its share of the rows: MKL's
-  sgemm runs EfficientNetV2-S's 1x1 convolutions 1.1-1.4x as fast as XLA's dot, the detector's
-  inference 1.07x and its training step 1.08x (docs/architecture.md, "The 1x1 convolutions
-  through MKL"). On by default on Intel processors, where it was measured;
-  `AGG_JAX_MATMUL=mkl` turns it on elsewhere, `AGG_JAX_MATMUL=xla` off.
+- matmuls over the channels and their gradients (`matmul`, through `layers.channel_matmul`: the
+  1x1 convolutions, the squeeze-excite's, the aggregation head's dense layers) by Intel's MKL
+  where it is installed (`pip install --no-deps mkl`; `make` does it on x86-64 Linux),
+  single-threaded calls on XLA's threads, each on its share of the rows or columns: MKL's
+  sgemm runs EfficientNetV2-S's 1x1 convolutions 1.1-1.4x and the head's 16-row matmuls
+  1.2-2.3x as fast as XLA's dot, the detector's inference 1.05-1.07x and its training step
+  1.08x (docs/architecture.md, "The matmuls through MKL"). On by default on Intel processors,
+  where it was measured; `AGG_JAX_MATMUL=mkl` turns it on elsewhere, `AGG_JAX_MATMUL=xla` off.
 
 The library is built with the system's C++ compiler (`$CXX`, else `c++`) against jaxlib's FFI
 headers, for this processor (`-march=native`), into `$XDG_CACHE_HOME/agg_jax/cpu_kernels/<key>`
