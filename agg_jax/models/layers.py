@@ -226,34 +226,34 @@ def channel_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """x (..., C_in) @ kernel (C_in, C_out): in float32 on CPU, through MKL's sgemm where
   `cpu_kernels.matmul_enabled()`; otherwise XLA's dot, in the operands' dtype."""
   if x.dtype == kernel.dtype == jnp.float32:
-    return _on_cpu_where_built(_pointwise, _pointwise_through_mkl, x, kernel,
+    return _on_cpu_where_built(_xla_channel_matmul, _mkl_channel_matmul, x, kernel,
                                native_if=cpu_kernels.matmul_enabled())
-  return _pointwise(x, kernel)
+  return _xla_channel_matmul(x, kernel)
 
 
-def _pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """x (..., C_in) @ kernel (C_in, C_out), as XLA computes it: one matmul over the pixels."""
+def _xla_channel_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`channel_matmul` as XLA computes it: one dot over the flattened pixels."""
   y = x.reshape(-1, x.shape[-1]) @ kernel
   return y.reshape(*x.shape[:-1], kernel.shape[1])
 
 
 @jax.custom_vjp
-def _pointwise_through_mkl(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """`_pointwise` and its gradients as MKL's sgemm computes them (`cpu_kernels.matmul`)."""
+def _mkl_channel_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`channel_matmul` and its gradients as MKL's sgemm computes them (`cpu_kernels.matmul`)."""
   return cpu_kernels.matmul(x, kernel)
 
 
-def _pointwise_through_mkl_fwd(x, kernel):
+def _mkl_channel_matmul_fwd(x, kernel):
   return cpu_kernels.matmul(x, kernel), (x, kernel)
 
 
-def _pointwise_through_mkl_bwd(residuals, grad):
+def _mkl_channel_matmul_bwd(residuals, grad):
   x, kernel = residuals
   return (cpu_kernels.matmul(grad, kernel, transpose_b=True),
           cpu_kernels.matmul(x, grad, transpose_a=True))
 
 
-_pointwise_through_mkl.defvjp(_pointwise_through_mkl_fwd, _pointwise_through_mkl_bwd)
+_mkl_channel_matmul.defvjp(_mkl_channel_matmul_fwd, _mkl_channel_matmul_bwd)
 
 
 # Activations a BatchNorm can apply itself, with their derivatives as functions of the input.
