@@ -94,9 +94,11 @@ def main(argv: list[str]) -> int:
     initialize_distributed()
   run.check_config(config, jax.device_count())
   from agg_jax import evaluate, train, weights  # pylint: disable=import-outside-toplevel
+  from agg_jax.models import cpu_kernels  # pylint: disable=import-outside-toplevel
   logging.info("devices: %s", jax.devices())
   logging.info("XLA's large blocks: %s", "agg_jax.large_blocks" if large_blocks.active()
                else "glibc's malloc")
+  logging.info("matmuls over channels: %s", "MKL" if cpu_kernels.matmul_enabled() else "XLA's dot")
   try:
     if FLAGS.mode == "train":
       if jax.process_index() == 0 and not run.config_path(FLAGS.workdir).exists():

@@ -13,6 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agg_jax import large_blocks
+from agg_jax.models import cpu_kernels
 from tests.helpers import (REPO, SIGTERM_AFTER_STEP_3, TINY_RUN, hooked_main, one_line_error,
                            run_module)
 
@@ -217,6 +218,8 @@ def test_evaluate_needs_the_run_directory_alone_and_reads_no_training_data(train
   assert sorted(made) == [f"test/{name}" for name in sorted(TEST_SETS)]  # no train, validation
   if large_blocks.wanted() and large_blocks.library() is not None:  # it started itself with it
     assert "XLA's large blocks: agg_jax.large_blocks" in out.stderr
+  matmuls = "MKL" if cpu_kernels.matmul_enabled() else "XLA's dot"  # the same machine's answer
+  assert f"matmuls over channels: {matmuls}" in out.stderr
 
 
 def test_evaluate_with_a_config_that_disagrees_names_the_fields(trained_run, tmp_path,

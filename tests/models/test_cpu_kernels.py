@@ -196,6 +196,16 @@ def test_the_matmul_switch_says_when_it_is_misspelt(caplog):
   assert not cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "xla"})
 
 
+@needs_mkl
+def test_mkl_is_the_default_on_intel_processors_only(monkeypatch):
+  """MKL's speed was measured on Intel's; elsewhere it takes AGG_JAX_MATMUL=mkl."""
+  for vendor, default in (("GenuineIntel", True), ("AuthenticAMD", False), ("", False)):
+    monkeypatch.setattr(cpu_kernels, "_vendor", lambda vendor=vendor: vendor)
+    assert cpu_kernels.matmul_enabled({}) == default, vendor
+    assert cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "mkl"}), vendor
+    assert not cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "xla"}), vendor
+
+
 def test_without_mkl_the_pointwise_convolution_uses_xlas_matmul(monkeypatch):
   monkeypatch.setattr(cpu_kernels, "mkl_runtime", lambda: None)
   cpu_kernels._mkl_set.cache_clear()
