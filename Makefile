@@ -19,8 +19,8 @@ BENCH_INSTALLED := $(VENV)/.installed-bench
 
 # Intel's MKL, through which the matmuls over channels (1x1 convolutions, the head's dense
 # layers) run on Intel processors (models/cpu_kernels.py: the detector's inference 1.05-1.07x,
-# its training step 1.08x). Without its dependencies: agg_jax calls it single-threaded, so
-# Intel's OpenMP and TBB runtimes are not needed.
+# its training step 1.07-1.08x). Without its dependencies: agg_jax calls it single-threaded,
+# so Intel's OpenMP and TBB runtimes are not needed.
 ifeq ($(shell uname -sm),Linux x86_64)
 MKL_PACKAGES := mkl==2026.2.1
 endif

@@ -20,7 +20,7 @@ and called through XLA's FFI.
   single-threaded calls on XLA's threads, each on its share of the rows or columns: MKL's
   sgemm runs EfficientNetV2-S's 1x1 convolutions 1.1-1.4x and the head's 16-row matmuls
   1.2-2.3x as fast as XLA's dot, the detector's inference 1.05-1.07x and its training step
-  1.08x (docs/architecture.md, "The matmuls through MKL"). On by default on Intel processors,
+  1.07-1.08x (docs/architecture.md, "The matmuls through MKL"). On by default on Intel processors,
   where it was measured; `AGG_JAX_MATMUL=mkl` turns it on elsewhere, `AGG_JAX_MATMUL=xla` off.
 
 The library is built with the system's C++ compiler (`$CXX`, else `c++`) against jaxlib's FFI
