@@ -29,6 +29,7 @@ after a warm-up, medians and the ratio.
 import functools
 import os
 import sys
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import agg_jax  # noqa: E402,F401  (its CPU defaults, before JAX starts)
@@ -85,15 +86,9 @@ def _without_cpu_kernels(call):
 
 
 def _with_xla_matmul(call):
-  """`call`, traced (its first call) with AGG_JAX_MATMUL=xla: 1x1 convolutions through XLA's dot."""
-  saved = os.environ.get(cpu_kernels.MATMUL_SWITCH)
-  os.environ[cpu_kernels.MATMUL_SWITCH] = "xla"
-  try:
+  """`call`, traced (its first call) with AGG_JAX_MATMUL=xla: matmuls through XLA's dot."""
+  with mock.patch.dict(os.environ, {cpu_kernels.MATMUL_SWITCH: "xla"}):
     call()
-  finally:
-    os.environ.pop(cpu_kernels.MATMUL_SWITCH)
-    if saved is not None:
-      os.environ[cpu_kernels.MATMUL_SWITCH] = saved
   return call
 
 

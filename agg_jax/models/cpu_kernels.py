@@ -103,14 +103,22 @@ def _compiler() -> str | None:
   return native_build.compiler("CXX", native_build.COMPILERS["CXX"][0])
 
 
-def _processor() -> str:
-  """What -march=native compiles for: the CPU's model and flags (Linux), else the machine."""
+@functools.cache
+def _cpuinfo() -> list[tuple[str, str]]:
+  """/proc/cpuinfo's (field, value) lines, one per line of every processor; [] off Linux."""
   try:
     lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
   except OSError:
-    return platform.machine()
+    return []
+  return [(field.strip(), value.strip()) for field, _, value in
+          (line.partition(":") for line in lines)]
+
+
+def _processor() -> str:
+  """What -march=native compiles for: the CPU's model and flags (Linux), else the machine."""
   fields = ("model name", "flags", "Features", "CPU part")
-  return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in fields}))
+  lines = {f"{field}: {value}" for field, value in _cpuinfo() if field in fields}
+  return "\n".join(sorted(lines)) if _cpuinfo() else platform.machine()
 
 
 def build(compiler: str, output_dir: pathlib.Path) -> pathlib.Path:
@@ -154,7 +162,7 @@ def matmul_enabled(environ=os.environ) -> bool:
   `AGG_JAX_MATMUL=mkl` turns it on for others."""
   choice = environ.get(MATMUL_SWITCH, "").lower()
   if choice not in ("", "mkl", "xla"):
-    _warn_once(f"{MATMUL_SWITCH}={choice!r} is not 'mkl' or 'xla'; using XLA's matmul")
+    _warn_once(f"{MATMUL_SWITCH}={choice!r} is not 'mkl' or 'xla'; using XLA's dot")
     return False
   if choice == "xla" or (choice == "" and _vendor() != "GenuineIntel"):
     return False
@@ -166,15 +174,9 @@ def _warn_once(message: str) -> None:
   logging.warning("agg_jax.models.cpu_kernels: %s", message)
 
 
-@functools.cache
 def _vendor() -> str:
   """The processor's vendor_id (GenuineIntel, AuthenticAMD), "" where Linux does not say."""
-  try:
-    lines = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
-  except OSError:
-    return ""
-  return next((line.split(":", 1)[1].strip() for line in lines
-               if line.startswith("vendor_id")), "")
+  return next((value for field, value in _cpuinfo() if field == "vendor_id"), "")
 
 
 def mkl_runtime() -> pathlib.Path | None:

@@ -192,7 +192,7 @@ def test_the_pointwise_convolution_multiplies_through_mkl_unless_switched_off(mo
 def test_the_matmul_switch_says_when_it_is_misspelt(caplog):
   with caplog.at_level(logging.WARNING):
     assert not cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "mlk"})
-  assert "AGG_JAX_MATMUL='mlk' is not 'mkl' or 'xla'" in caplog.text
+  assert "AGG_JAX_MATMUL='mlk' is not 'mkl' or 'xla'; using XLA's dot" in caplog.text
   assert not cpu_kernels.matmul_enabled({cpu_kernels.MATMUL_SWITCH: "xla"})
 
 
